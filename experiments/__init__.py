@@ -1,0 +1,1 @@
+"""Experiment configs (TOML) and comparison."""

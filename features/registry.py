@@ -1,0 +1,104 @@
+"""The feature registry: every feature group is declared once, by name, with dtypes and a line of
+description. Experiment configs list group names; an unknown name fails at config load.
+
+A group is a pure function `compute(ctx) -> pl.DataFrame` returning one row per target row, keyed
+by (request_id, item_id), with exactly its declared feature columns. Point-in-time rule: a feature
+of a target row may only use log events with `ts` strictly before that row's `ts`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from recsys.errors import RecsysInputError
+
+KEYS = ("request_id", "item_id")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    dtype: pl.DataType
+    description: str
+
+
+@dataclass(frozen=True)
+class FeatureContext:
+    """What a feature group may look at.
+
+    targets: request_id, user_id, item_id, ts (the rows to featurise; ts is when the ranking happens)
+    log: past events in the events schema (the group must filter to ts < target ts itself)
+    items: the catalog (items schema)
+    artefacts: trained stage outputs by name, e.g. "interest" (a scorer), "blurbs" (a frame)
+    """
+
+    targets: pl.DataFrame
+    log: pl.DataFrame
+    items: pl.DataFrame
+    artefacts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FeatureGroup:
+    name: str
+    specs: tuple[FeatureSpec, ...]
+    compute: Callable[[FeatureContext], pl.DataFrame]
+    requires: tuple[str, ...] = ()  # artefact names that must be present in the context
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+
+REGISTRY: dict[str, FeatureGroup] = {}
+
+
+def register(name: str, specs: list[FeatureSpec], requires: tuple[str, ...] = ()) -> Callable[[Callable[[FeatureContext], pl.DataFrame]], Callable[[FeatureContext], pl.DataFrame]]:
+    """Decorator: declare a feature group once, by name."""
+
+    def wrap(fn: Callable[[FeatureContext], pl.DataFrame]) -> Callable[[FeatureContext], pl.DataFrame]:
+        if name in REGISTRY:
+            raise ValueError(f"feature group '{name}' is registered twice")
+        REGISTRY[name] = FeatureGroup(name, tuple(specs), fn, requires)
+        return fn
+
+    return wrap
+
+
+def load_all() -> dict[str, FeatureGroup]:
+    """Import every module that registers groups, then return the registry."""
+    import features.behavioural  # noqa: F401
+    import features.text  # noqa: F401
+
+    return REGISTRY
+
+
+def resolve(names: list[str]) -> list[FeatureGroup]:
+    """Groups by name, in order; an unknown name is a RecsysInputError listing the known ones."""
+    registry = load_all()
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        raise RecsysInputError(f"unknown feature group(s) {unknown}; known: {sorted(registry)}")
+    return [registry[n] for n in names]
+
+
+def compute_features(groups: list[FeatureGroup], ctx: FeatureContext) -> pl.DataFrame:
+    """targets + every group's columns, cast to the declared dtypes; checks each group's output."""
+    out = ctx.targets
+    for group in groups:
+        missing = [a for a in group.requires if a not in ctx.artefacts]
+        if missing:
+            raise RecsysInputError(f"feature group '{group.name}' needs stage output(s) {missing}")
+        frame = group.compute(ctx)
+        expected = {*KEYS, *group.feature_names}
+        if set(frame.columns) != expected:
+            raise AssertionError(f"bug: group '{group.name}' returned {frame.columns}, declared {sorted(expected)}")
+        if frame.height != ctx.targets.height:
+            raise AssertionError(f"bug: group '{group.name}' returned {frame.height} rows for {ctx.targets.height} targets")
+        frame = frame.with_columns(pl.col(s.name).cast(s.dtype) for s in group.specs)
+        out = out.join(frame, on=list(KEYS), how="left", maintain_order="left")
+    return out

@@ -1,0 +1,1 @@
+"""Trained models: interest model, blurb generator, ranker."""

@@ -1,0 +1,220 @@
+"""The `recsys` command line. Heavy libraries are imported inside commands so --help is instant."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from recsys.errors import RecsysInputError
+
+app = typer.Typer(
+    help="Personalized recommendations with generative text features. "
+    "Start with `recsys data synth --out data/shop`, then `recsys evaluate --data data/shop`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Create, import, check and describe datasets.", no_args_is_help=True)
+import_app = typer.Typer(help="Import a dataset from a known format (rows that fail validation go to rejects.parquet).",
+                         no_args_is_help=True)
+app.add_typer(data_app, name="data")
+data_app.add_typer(import_app, name="import")
+
+console = Console(stderr=True)
+# Tables stay readable when piped to a file or CI log (rich assumes 80 columns there).
+out = Console(width=None if sys.stdout.isatty() else 160)
+
+
+class UnknownItemPolicy(str, Enum):
+    reject = "reject"
+    placeholder = "placeholder"
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+
+
+def _report_import(manifest: dict[str, Any], out_dir: Path) -> None:
+    table = Table(title=f"imported into {out_dir}")
+    for col in ("source", "rows in", "accepted", "rejected"):
+        table.add_column(col, justify="right" if col != "source" else "left")
+    rejected: dict[str, int] = {}
+    for key, n in manifest["rejects_by_reason"].items():
+        source = key.split("/")[0]
+        rejected[source] = rejected.get(source, 0) + n
+    for source, n_in in manifest["rows_in"].items():
+        table.add_row(source, f"{n_in:,}", f"{n_in - rejected.get(source, 0):,}", f"{rejected.get(source, 0):,}")
+    out.print(table)
+    if manifest["rejects_by_reason"]:
+        reasons = Table(title="rejected rows by reason (kept in rejects.parquet)")
+        reasons.add_column("source/reason")
+        reasons.add_column("rows", justify="right")
+        for key, n in manifest["rejects_by_reason"].items():
+            reasons.add_row(key, f"{n:,}")
+        out.print(reasons)
+    if manifest.get("placeholder_items"):
+        out.print(f"added {manifest['placeholder_items']:,} placeholder items (ids with no metadata)")
+    ignored = manifest["source"].get("ignored_columns") or {}
+    for name, cols in ignored.items():
+        if cols:
+            out.print(f"[yellow]{name}: ignored unknown column(s) {cols}[/yellow]")
+
+
+@import_app.command("events")
+def import_events_cmd(
+    events: Annotated[Path, typer.Option(help="EVENTS.csv/.parquet: user_id,item_id,timestamp,clicked [,request_id,position,rating]")],
+    items: Annotated[Path, typer.Option(help="ITEMS.csv/.parquet: item_id,title,text [,category,attributes,created_at]")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Dataset directory to write.")],
+    unknown_items: Annotated[UnknownItemPolicy, typer.Option(help="Events for items missing from ITEMS: reject them, or add empty placeholder items.")] = UnknownItemPolicy.reject,
+    max_text_chars: Annotated[int, typer.Option(help="Items whose title+text is longer are rejected.")] = 20_000,
+    session_gap_minutes: Annotated[int, typer.Option(help="Without request_id, a user's rows form one request until a gap this long.")] = 30,
+) -> None:
+    """Import the contract format (../shared/CONTRACT.md)."""
+    from recsys.importers.events import import_events
+
+    manifest = import_events(events, items, out_dir, unknown_items=unknown_items.value,
+                             max_text_chars=max_text_chars, session_gap_minutes=session_gap_minutes)
+    _report_import(manifest, out_dir)
+
+
+@import_app.command("mind")
+def import_mind_cmd(
+    behaviors: Annotated[Path, typer.Option(help="MIND behaviors.tsv")],
+    news: Annotated[Path, typer.Option(help="MIND news.tsv")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Dataset directory to write.")],
+    unknown_items: Annotated[UnknownItemPolicy, typer.Option(help="News ids missing from news.tsv: reject, or add placeholder items.")] = UnknownItemPolicy.reject,
+    max_text_chars: Annotated[int, typer.Option(help="Items whose title+abstract is longer are rejected.")] = 20_000,
+) -> None:
+    """Import MIND news-recommendation TSV files (impression id = request id)."""
+    from recsys.importers.mind import import_mind
+
+    manifest = import_mind(behaviors, news, out_dir, unknown_items=unknown_items.value, max_text_chars=max_text_chars)
+    _report_import(manifest, out_dir)
+
+
+@import_app.command("movielens")
+def import_movielens_cmd(
+    directory: Annotated[Path, typer.Argument(help="Folder with ratings.csv, movies.csv (tags.csv optional).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Dataset directory to write.")],
+    click_threshold: Annotated[float, typer.Option(help="A rating at or above this counts as a click.")] = 4.0,
+    tags: Annotated[bool, typer.Option(help="Add users' tags to the item text.")] = True,
+    session_gap_minutes: Annotated[int, typer.Option(help="A user's ratings form one request until a gap this long.")] = 30,
+) -> None:
+    """Import MovieLens ratings: every rated movie was shown; rating >= threshold is a click."""
+    from recsys.importers.movielens import import_movielens
+
+    manifest = import_movielens(directory, out_dir, click_threshold=click_threshold, with_tags=tags,
+                                session_gap_minutes=session_gap_minutes)
+    _report_import(manifest, out_dir)
+
+
+@data_app.command("synth")
+def synth_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Dataset directory to write.")] = Path("data/shop"),
+    users: Annotated[int, typer.Option(min=1)] = 2000,
+    items: Annotated[int, typer.Option(min=1)] = 1000,
+    days: Annotated[int, typer.Option(min=1)] = 30,
+    seed: Annotated[int, typer.Option()] = 7,
+) -> None:
+    """Generate the synthetic shop (with ground_truth.parquet holding the true click model)."""
+    from recsys.synth import SynthConfig, synth
+
+    manifest = synth(SynthConfig(users=users, items=items, days=days, seed=seed), out_dir)
+    out.print(f"wrote {manifest['rows']['events']:,} impressions of {manifest['rows']['items']:,} items "
+              f"for {manifest['users']:,} users into {out_dir}")
+
+
+@data_app.command("validate")
+def validate_cmd(directory: Annotated[Path, typer.Argument(help="Dataset directory.")]) -> None:
+    """Check a dataset directory: schemas, manifest hashes and counts, references. Exit 1 if invalid."""
+    from recsys.dataset import validate_dataset
+
+    problems = validate_dataset(directory)
+    if problems:
+        for problem in problems:
+            out.print(f"[red]✗[/red] {problem}")
+        raise typer.Exit(1)
+    out.print(f"[green]✓[/green] {directory} is a valid dataset")
+
+
+@data_app.command("describe")
+def describe_cmd(
+    directory: Annotated[Path, typer.Argument(help="Dataset directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Summarise a dataset: sizes, time range, click rate, activity, cold items, rejects."""
+    from recsys.dataset import load_dataset
+    from recsys.describe import describe
+
+    summary = describe(load_dataset(directory))
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    table = Table(title=f"dataset {directory}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:,.4g}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value))
+    out.print(table)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    data: Annotated[Path, typer.Option(help="Dataset directory.")],
+    test_fraction: Annotated[float, typer.Option(help="Share of requests (latest by time) held out for test.")] = 0.2,
+    valid_fraction: Annotated[float, typer.Option(help="Share of requests before the test period kept for validation.")] = 0.1,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the table as JSON here.")] = None,
+) -> None:
+    """Re-rank each test request's shown items with every baseline (and the oracle on synthetic data)."""
+    from recsys.dataset import load_dataset
+    from recsys.evaluate import evaluate_baselines
+    from recsys.splits import SplitConfig
+
+    split, table = evaluate_baselines(load_dataset(data), SplitConfig(valid_fraction, test_fraction))
+    print_metrics_table(table, title=f"test period from {split.test_start:%Y-%m-%d %H:%M} UTC "
+                                     f"({split.test.height:,} impressions)")
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(table.to_dicts(), indent=2) + "\n")
+
+
+def print_metrics_table(table: Any, title: str) -> None:
+    from recsys.metrics import METRICS
+
+    view = Table(title=title)
+    view.add_column("model")
+    view.add_column("requests", justify="right")
+    for metric in METRICS:
+        view.add_column(metric, justify="right")
+    for row in table.iter_rows(named=True):
+        cells = [f"{row[m]:.4f}" + (f" [{row[m + '_low']:.3f},{row[m + '_high']:.3f}]" if m == "ndcg@10" else "")
+                 for m in METRICS]
+        view.add_row(row["model"], f"{row['requests']:,}", *cells)
+    out.print(view)
+    out.print("nDCG@10 shows its bootstrap 95% CI over requests; requests without a click are left out.")
+
+
+def run() -> None:
+    """Entry point: user errors become one red line and exit code 2, never a traceback."""
+    try:
+        app()
+    except RecsysInputError as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""Serving: the Ray Serve app and batch scoring (one Scorer for both)."""
