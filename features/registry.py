@@ -88,7 +88,9 @@ def resolve(names: list[str]) -> list[FeatureGroup]:
 
 def compute_features(groups: list[FeatureGroup], ctx: FeatureContext) -> pl.DataFrame:
     """targets + every group's columns, cast to the declared dtypes; checks each group's output."""
-    out = ctx.targets
+    # a target column named like a feature (e.g. `position`) is replaced by the feature
+    names = [n for g in groups for n in g.feature_names]
+    out = ctx.targets.drop([c for c in ctx.targets.columns if c in names])
     for group in groups:
         missing = [a for a in group.requires if a not in ctx.artefacts]
         if missing:

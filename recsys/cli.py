@@ -191,6 +191,117 @@ def evaluate_cmd(
         json_out.write_text(json.dumps(table.to_dicts(), indent=2) + "\n")
 
 
+experiments_app = typer.Typer(help="Experiment configs, run comparison and ablations.", no_args_is_help=True)
+models_app = typer.Typer(help="The MLflow model registry: aliases.", no_args_is_help=True)
+app.add_typer(experiments_app, name="experiments")
+app.add_typer(models_app, name="models")
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[Path | None, typer.Option(help="Dataset directory (overrides the config's `data`).")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run directory to write (default: runs/<config name>).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Experiment TOML (default: experiments/default.toml).")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a config value, e.g. --set ranker.num_leaves=63.")] = None,
+    track: Annotated[bool, typer.Option(help="Log the run to MLflow and register the ranker.")] = True,
+) -> None:
+    """Run the pipeline: interest model -> blurbs -> features -> LambdaMART ranker, tracked in MLflow."""
+    from recsys.compare import comparison_of_run
+    from recsys.config import load_config
+    from recsys.pipeline import train
+
+    cfg = load_config(config, overrides or [])
+    data_dir = data or (Path(cfg.data) if cfg.data else None)
+    if data_dir is None:
+        raise RecsysInputError("train: no dataset; pass --data DIR (or set `data` in the config)")
+    run_dir = run_dir or Path("runs") / cfg.name
+    metrics = train(cfg, data_dir, run_dir, track=track)
+    print_metrics_table(comparison_of_run(run_dir), title=f"{cfg.name}: test groups ({metrics['task']}), run {run_dir}")
+    out.print(f"stage seconds: {metrics['stages']}")
+    if "mlflow" in metrics:
+        m = metrics["mlflow"]
+        out.print(f"MLflow run {m['run_id']}: model {m['model']} v{m['version']} aliases {m['aliases']}")
+
+
+@app.command("score")
+def score_cmd(
+    run: Annotated[Path, typer.Option(help="A trained run directory.")],
+    candidates: Annotated[Path, typer.Option(help="CANDIDATES.parquet with user_id, item_id.")],
+    out_path: Annotated[Path, typer.Option("--out", help="SCORES.parquet to write.")],
+    workers: Annotated[int, typer.Option(help="Ray Data scoring actors.")] = 1,
+    shard_rows: Annotated[int, typer.Option(help="Rows per resumable shard.")] = 250_000,
+) -> None:
+    """Score candidate pairs as of the end of training; one row per candidate, resumable after a kill."""
+    from serving.batch import score_file
+
+    score_file(run, candidates, out_path, workers=workers, shard_rows=shard_rows)
+    out.print(f"wrote {out_path}")
+
+
+@experiments_app.command("list")
+def experiments_list_cmd(directory: Annotated[Path, typer.Option(help="Folder of experiment TOMLs.")] = Path(__file__).resolve().parent.parent / "experiments") -> None:
+    """The experiment configs: name, task, feature groups, description."""
+    from recsys.config import load_config
+
+    view = Table(title=f"experiments in {directory}")
+    for col in ("file", "name", "task", "features", "description"):
+        view.add_column(col)
+    for path in sorted(directory.glob("*.toml")):
+        cfg = load_config(path)
+        view.add_row(path.name, cfg.name, cfg.ranker.task, ", ".join(cfg.features), cfg.description)
+    out.print(view)
+
+
+@experiments_app.command("compare")
+def experiments_compare_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories; deltas are against the first.")],
+    plot: Annotated[Path | None, typer.Option(help="Write a bar chart of test nDCG@10 with CIs here (PNG).")] = None,
+) -> None:
+    """Test metrics of runs side by side, with paired bootstrap 95% CIs of the deltas."""
+    from recsys.compare import compare_runs, plot_comparison
+
+    table = compare_runs(runs)
+    view = Table(title=f"runs compared with {runs[0]}")
+    for col in ("name", "run", "metric", "value [95% CI]", "delta vs first [95% CI]"):
+        view.add_column(col)
+    for r in table.iter_rows(named=True):
+        delta = f"{r['delta']:+.4f}" + (f" [{r['delta_low']:+.4f},{r['delta_high']:+.4f}]" if r["delta_low"] is not None else " (other test set)")
+        view.add_row(r["name"], r["run"], r["metric"], f"{r['value']:.4f} [{r['low']:.3f},{r['high']:.3f}]", delta)
+    out.print(view)
+    if plot:
+        out.print(f"plot: {plot_comparison(table, plot)}")
+
+
+@experiments_app.command("ablate")
+def experiments_ablate_cmd(
+    run: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    track: Annotated[bool, typer.Option(help="Log under one parent MLflow run.")] = True,
+) -> None:
+    """Retrain the ranker without each feature group (parallel Ray tasks) and compare."""
+    from recsys.ablate import ablate
+
+    table = ablate(run, track=track)
+    view = Table(title=f"ablations of {run}")
+    for col in table.columns:
+        view.add_column(col)
+    for row in table.iter_rows():
+        view.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    out.print(view)
+
+
+@models_app.command("promote")
+def promote_cmd(
+    version: Annotated[str, typer.Argument(help="Registered model version to promote.")],
+    name: Annotated[str, typer.Option(help="Registered model name.")] = "recsys-ranker",
+    alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
+) -> None:
+    """Point an alias (default: champion) at a model version."""
+    from recsys.tracking import promote
+
+    promote(name, version, alias)
+    out.print(f"{name}@{alias} -> version {version}")
+
+
 def print_metrics_table(table: Any, title: str) -> None:
     from recsys.metrics import METRICS
 

@@ -1,0 +1,25 @@
+"""Point-in-time user histories: the items a user clicked strictly before a moment."""
+
+from __future__ import annotations
+
+import polars as pl
+
+
+def click_histories(log: pl.DataFrame, moments: pl.DataFrame, length: int) -> pl.DataFrame:
+    """For each distinct (user_id, ts) in `moments`: `history`, the user's last `length` clicked
+    item ids with ts strictly before that moment, most recent last (empty list when none)."""
+    keys = moments.select("user_id", "ts").unique()
+    clicks = log.filter(pl.col("clicked") == 1).select("user_id", "item_id", "ts").sort("user_id", "ts", "item_id")
+    clicks = clicks.with_columns(n_before=pl.int_range(1, pl.len() + 1).over("user_id").cast(pl.Int64))
+    # how many of the user's clicks happened strictly before the moment
+    counted = keys.sort("ts").join_asof(
+        clicks.select("user_id", "ts", "n_before").sort("ts"), on="ts", by="user_id",
+        strategy="backward", allow_exact_matches=False, check_sortedness=False,
+    ).with_columns(pl.col("n_before").fill_null(0))
+    lists = clicks.group_by("user_id").agg(items=pl.col("item_id"))
+    out = counted.join(lists, on="user_id", how="left").with_columns(pl.col("items").fill_null([]))
+    start = pl.max_horizontal(pl.col("n_before") - length, pl.lit(0))
+    return out.select(
+        "user_id", "ts",
+        history=pl.col("items").list.slice(start, pl.col("n_before") - start),
+    )

@@ -1,0 +1,40 @@
+"""Ray at the edge: connect to RAY_ADDRESS when set, else a small local instance."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def ensure_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        log.info("connecting to the Ray cluster at %s", address)
+        ray.init(address=address, log_to_driver=True)
+    else:
+        # More logical CPUs than cores: on 2 cores a Train worker plus a Data pipeline would
+        # otherwise wait on each other forever (STACK.md).
+        ray.init(num_cpus=int(os.environ.get("RECSYS_RAY_CPUS", "4")), include_dashboard=False,
+                 log_to_driver=True, configure_logging=False)
+
+
+def remote_call(fn: Callable[..., T], *args: Any, num_cpus: float = 1.0, **kwargs: Any) -> T:
+    """Run `fn(*args)` as a Ray task (on the cluster when RAY_ADDRESS is set) and wait for it.
+
+    Inputs and outputs travel as files in the run directory, which must be on storage every node
+    sees when running on a real cluster.
+    """
+    import ray
+
+    ensure_ray()
+    task = ray.remote(num_cpus=num_cpus, max_retries=1)(fn)
+    return ray.get(task.remote(*args, **kwargs))

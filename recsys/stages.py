@@ -1,0 +1,123 @@
+"""The ranking stages: build ranking groups, compute features, train and judge the ranker.
+
+Each stage reads and writes files in the run directory so it can run as a Ray task anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from features.registry import FeatureContext, compute_features, resolve
+from recsys.config import RunConfig
+from recsys.dataset import Dataset
+from recsys.metrics import METRICS, per_request, summarize
+from recsys.splits import Split
+from recsys.targets import catalog_targets, impression_targets, replay_cutoffs
+
+log = logging.getLogger(__name__)
+TEST_MIN_USER_EVENTS = 5  # CONTRACT.md protocol: judged users have at least 5 training events
+TEST_MAX_USERS = 200
+
+
+@dataclass(frozen=True)
+class Periods:
+    """When each part of the pipeline may look: interest trains before `interest_end`; ranker
+    groups are replayed at `cutoffs`; valid and test start where the split says."""
+
+    interest_end: datetime
+    cutoffs: list[datetime]
+    horizon: timedelta
+    valid_start: datetime
+    test_start: datetime
+    data_end: datetime
+
+
+def plan_periods(cfg: RunConfig, split: Split, events: pl.DataFrame) -> Periods:
+    t0: datetime = events["ts"].min()  # type: ignore[assignment]
+    end: datetime = events["ts"].max()  # type: ignore[assignment]
+    horizon = split.test_start - split.valid_start
+    if cfg.ranker.task == "catalog":
+        cutoffs = replay_cutoffs(t0, split.valid_start, horizon, cfg.ranker.cutoffs)
+        interest_end = min(cutoffs) if cutoffs else split.valid_start
+    else:
+        cutoffs = []
+        train_starts = split.train.group_by("request_id").agg(pl.col("ts").min())["ts"]
+        interest_end = train_starts.quantile(0.5, "higher")  # type: ignore[assignment]
+    return Periods(interest_end, cutoffs, horizon, split.valid_start, split.test_start, end)
+
+
+def build_groups(cfg: RunConfig, data: Dataset, split: Split, periods: Periods) -> dict[str, pl.DataFrame]:
+    """train / valid / test ranking groups (request_id, user_id, item_id, ts, label[, position])."""
+    ev, items, r = data.events, data.items, cfg.ranker
+    if r.task == "impressions":
+        ranker_train = split.train.filter(pl.col("ts") >= periods.interest_end)
+        return {"train": impression_targets(ranker_train), "valid": impression_targets(split.valid),
+                "test": impression_targets(split.test)}
+    train = [
+        catalog_targets(ev.filter(pl.col("ts") < periods.valid_start), items, c, c + periods.horizon, tag=f"c{k}",
+                        max_users=r.max_users_per_cutoff, max_items=r.max_items_per_group, seed=r.seed + k)
+        for k, c in enumerate(periods.cutoffs)
+    ]
+    valid = catalog_targets(ev.filter(pl.col("ts") < periods.test_start), items, periods.valid_start, periods.test_start,
+                            tag="valid", max_users=r.max_users_per_cutoff, max_items=r.max_items_per_group, seed=r.seed)
+    test = catalog_targets(ev, items, periods.test_start, periods.data_end + timedelta(microseconds=1), tag="test",
+                           max_users=TEST_MAX_USERS, max_items=None, seed=r.seed, min_user_events=TEST_MIN_USER_EVENTS)
+    return {"train": pl.concat(train) if train else valid.head(0), "valid": valid, "test": test}
+
+
+def features_stage(cfg_json: str, data_dir: str, run_dir: str) -> dict[str, int]:
+    """Compute every configured feature for the train/valid/test groups into run_dir/features/."""
+    from recsys.config import from_dict
+    from recsys.dataset import load_dataset
+    from recsys.splits import time_split
+    from serving.artefacts import load_artefacts
+
+    cfg = from_dict(json.loads(cfg_json))
+    data = load_dataset(Path(data_dir))
+    split = time_split(data.events, cfg.split)
+    periods = plan_periods(cfg, split, data.events)
+    groups = build_groups(cfg, data, split, periods)
+    artefacts = load_artefacts(Path(run_dir), cfg)
+    out = Path(run_dir) / "features"
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = {}
+    for name, targets in groups.items():
+        log.info("features: %s groups, %d rows", name, targets.height)
+        ctx = FeatureContext(targets, data.events, data.items, artefacts)
+        compute_features(resolve(cfg.features), ctx).write_parquet(out / f"{name}.parquet")
+        sizes[name] = targets.height
+    return sizes
+
+
+def evaluate_frame(frame: pl.DataFrame, scores: np.ndarray, resamples: int = 1000) -> dict[str, dict[str, float]]:
+    scored = frame.select("request_id", "item_id", "label").with_columns(score=pl.Series(scores, dtype=pl.Float64))
+    per_req = per_request(scored)
+    return {m: {"mean": e.mean, "low": e.low, "high": e.high, "n": e.n} for m, e in summarize(per_req, METRICS, resamples).items()}
+
+
+def ranker_stage(cfg_json: str, run_dir: str, feature_names: list[str], out_name: str = "ranker") -> dict[str, Any]:
+    """Train LambdaMART on run_dir/features, judge it on the test groups, save model and plots."""
+    from models import ranker as ranker_mod
+    from recsys.config import from_dict
+
+    cfg = from_dict(json.loads(cfg_json))
+    feats = Path(run_dir) / "features"
+    train, valid, test = (pl.read_parquet(feats / f"{n}.parquet") for n in ("train", "valid", "test"))
+    model, info = ranker_mod.train(cfg.ranker, train, valid, feature_names, cfg.features)
+    out = model.save(Path(run_dir) / out_name)
+    ranker_mod.plot_curves(info["curves"], out / "curves.png")
+    ranker_mod.plot_importance(model, out / "importance.png")
+    ranker_mod.importance_table(model).write_csv(out / "importance.csv")
+    return {
+        "best_iteration": info["best_iteration"],
+        "valid": evaluate_frame(valid, model.predict(valid)),
+        "test": evaluate_frame(test, model.predict(test)),
+    }

@@ -1,0 +1,95 @@
+"""Ranking groups: the (request, item) rows a ranker learns from or is judged on.
+
+Two shapes, matching the two jobs the ranker does:
+- impressions: a logged request's shown items (re-rank what the shop shows), label = clicked;
+- catalog: for a user at a cutoff, every catalog item they had not interacted with, label =
+  clicked within the following horizon (rank the whole catalog, as CONTRACT.md's `score`).
+Every group row has `ts` = the moment of ranking; features may only look before it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+
+TARGET_COLUMNS = ["request_id", "user_id", "item_id", "ts", "label"]
+
+
+def impression_targets(events: pl.DataFrame) -> pl.DataFrame:
+    """One row per shown item; ts = the request's first impression, so a request sees nothing of itself."""
+    start = events.group_by("request_id").agg(_start=pl.col("ts").min())
+    return (
+        events.join(start, on="request_id")
+        .select("request_id", "user_id", "item_id", ts=pl.col("_start"), position="position", label=pl.col("clicked").cast(pl.Int32))
+        .unique(["request_id", "item_id"], keep="first", maintain_order=True)  # a repeat in one request counts once
+        .sort("request_id", "item_id")
+    )
+
+
+def catalog_items(items: pl.DataFrame, before: datetime) -> pl.DataFrame:
+    """Catalog items that exist at `before` (no created_at = always existed)."""
+    return items.filter(pl.col("created_at").is_null() | (pl.col("created_at") < before)).select("item_id")
+
+
+def catalog_targets(
+    log: pl.DataFrame,
+    items: pl.DataFrame,
+    cutoff: datetime,
+    horizon_end: datetime,
+    *,
+    tag: str,
+    max_users: int,
+    max_items: int | None,
+    seed: int,
+    min_user_events: int = 1,
+) -> pl.DataFrame:
+    """Groups for users active before `cutoff` who click in [cutoff, horizon_end).
+
+    Candidates: catalog items that exist by horizon_end and the user had not interacted with
+    before the cutoff; label 1 = clicked in the horizon. With `max_items`, negatives are sampled
+    down to that many per group (positives always kept).
+    """
+    past = log.filter(pl.col("ts") < cutoff)
+    future_clicks = log.filter((pl.col("ts") >= cutoff) & (pl.col("ts") < horizon_end) & (pl.col("clicked") == 1))
+    active = past.group_by("user_id").len().filter(pl.col("len") >= min_user_events).select("user_id")
+    users = future_clicks.select("user_id").unique().join(active, on="user_id").sort("user_id")
+    if users.height > max_users:
+        users = users.sample(max_users, seed=seed).sort("user_id")
+    candidates = catalog_items(items, horizon_end)
+    seen = past.select("user_id", "item_id").unique()
+    pairs = users.join(candidates, how="cross").join(seen, on=["user_id", "item_id"], how="anti")
+    positives = future_clicks.select("user_id", "item_id").unique().with_columns(label=pl.lit(1, dtype=pl.Int32))
+    pairs = pairs.join(positives, on=["user_id", "item_id"], how="left").with_columns(pl.col("label").fill_null(0))
+    if max_items is not None:
+        rng = pl.int_range(pl.len()).shuffle(seed=seed).over("user_id")
+        keep = (pl.col("label") == 1) | (rng < max_items - pl.col("label").sum().over("user_id"))
+        pairs = pairs.filter(keep)
+    pairs = pairs.filter(pl.col("label").sum().over("user_id") > 0)
+    return pairs.select(
+        request_id=pl.col("user_id") + pl.lit(f"@{tag}"),
+        user_id="user_id",
+        item_id="item_id",
+        ts=pl.lit(cutoff).cast(pl.Datetime("us", "UTC")),
+        label="label",
+    ).sort("request_id", "item_id")
+
+
+def replay_cutoffs(start: datetime, end: datetime, horizon: timedelta, count: int) -> list[datetime]:
+    """`count` cutoffs whose horizons end by `end`, spread over the later half of [start, end)."""
+    last = end - horizon
+    first = start + (end - start) / 2 - horizon / 2
+    if last <= start:
+        return []
+    first = max(min(first, last), start + (last - start) / 4)
+    if count <= 1 or first >= last:
+        return [last]
+    return [first + (last - first) * (k / (count - 1)) for k in range(count)]
+
+
+def sample_users(users: list[str], limit: int, seed: int) -> list[str]:
+    if len(users) <= limit:
+        return users
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(sorted(users), size=limit, replace=False).tolist())
