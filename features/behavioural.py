@@ -13,12 +13,18 @@ F32 = pl.Float32
 PRIOR_IMPRESSIONS = 20.0  # smoothing strength: a CTR counts as this many impressions at the global rate
 
 
-def _smoothed_ctr(clicks: pl.Expr, shown: pl.Expr, prior: float) -> pl.Expr:
-    return (clicks + PRIOR_IMPRESSIONS * prior) / (shown + PRIOR_IMPRESSIONS)
+def _smoothed_ctr(clicks: pl.Expr, shown: pl.Expr) -> pl.Expr:
+    """Shrinks a CTR towards `_prior`, the global CTR before the target's ts."""
+    return (clicks + PRIOR_IMPRESSIONS * pl.col("_prior")) / (shown + PRIOR_IMPRESSIONS)
 
 
-def _global_ctr(log: pl.DataFrame) -> float:
-    return float(log["clicked"].mean() or 0.0) if log.height else 0.0
+def _with_prior(log: pl.DataFrame, targets: pl.DataFrame) -> pl.DataFrame:
+    """targets + `_prior`: the global click rate of the log strictly before each target's ts
+    (a prior over the whole log would leak the future into every CTR)."""
+    every = sums_before(log.with_columns(_all=pl.lit(1)), targets.with_columns(_all=pl.lit(1)), ["_all"], ["clicks", "shown"],
+                        None, "_g")
+    prior = (every["clicks_g"] / every["shown_g"]).fill_nan(0.0).fill_null(0.0)
+    return targets.with_columns(_prior=prior)
 
 
 def _counts(log: pl.DataFrame) -> pl.DataFrame:
@@ -40,8 +46,8 @@ def _counts(log: pl.DataFrame) -> pl.DataFrame:
     ],
 )
 def item_popularity(ctx: FeatureContext) -> pl.DataFrame:
-    log, t = _counts(ctx.log), ctx.targets.select(*KEYS, "ts")
-    prior = _global_ctr(ctx.log)
+    log = _counts(ctx.log)
+    t = _with_prior(log, ctx.targets.select(*KEYS, "ts"))
     day, week = timedelta(days=1), timedelta(days=7)
     out = sums_before(log, t, ["item_id"], ["clicks"], day, "_1d")
     out = sums_before(log, out, ["item_id"], ["clicks", "shown"], week, "_7d")
@@ -59,8 +65,8 @@ def item_popularity(ctx: FeatureContext) -> pl.DataFrame:
         item_clicks_7d="clicks_7d",
         item_clicks_all="clicks_all",
         item_shown_7d="shown_7d",
-        item_ctr_7d=_smoothed_ctr(pl.col("clicks_7d"), pl.col("shown_7d"), prior),
-        item_ctr_all=_smoothed_ctr(pl.col("clicks_all"), pl.col("shown_all"), prior),
+        item_ctr_7d=_smoothed_ctr(pl.col("clicks_7d"), pl.col("shown_7d")),
+        item_ctr_all=_smoothed_ctr(pl.col("clicks_all"), pl.col("shown_all")),
         item_click_share_7d=pl.col("clicks_7d") / pl.max_horizontal(pl.col("_total_7d"), pl.lit(1.0)),
         item_days_since_click="item_days_since_click",
         item_age_days=(pl.col("ts") - pl.col("since")).dt.total_seconds() / 86_400.0,
@@ -77,14 +83,15 @@ def item_popularity(ctx: FeatureContext) -> pl.DataFrame:
     ],
 )
 def user_activity(ctx: FeatureContext) -> pl.DataFrame:
-    log, t = _counts(ctx.log), ctx.targets.select(*KEYS, "user_id", "ts")
+    log = _counts(ctx.log)
+    t = _with_prior(log, ctx.targets.select(*KEYS, "user_id", "ts"))
     out = sums_before(log, t, ["user_id"], ["clicks", "shown"], None)
     out = last_before(ctx.log.filter(pl.col("clicked") == 1), out, ["user_id"], "user_days_since_click")
     return out.select(
         *KEYS,
         user_shown_all="shown",
         user_clicks_all="clicks",
-        user_ctr=_smoothed_ctr(pl.col("clicks"), pl.col("shown"), _global_ctr(ctx.log)),
+        user_ctr=_smoothed_ctr(pl.col("clicks"), pl.col("shown")),
         user_days_since_click="user_days_since_click",
     )
 
@@ -103,17 +110,16 @@ def user_affinity(ctx: FeatureContext) -> pl.DataFrame:
     category = ctx.items.select("item_id", category=pl.col("category").fill_null("?"))
     log = _counts(ctx.log).join(category, on="item_id", how="left").with_columns(pl.col("category").fill_null("?"))
     t = ctx.targets.select(*KEYS, "user_id", "ts").join(category, on="item_id", how="left", maintain_order="left")
-    t = t.with_columns(pl.col("category").fill_null("?"))
+    t = _with_prior(_counts(ctx.log), t.with_columns(pl.col("category").fill_null("?")))
     n_categories = max(category["category"].n_unique(), 1)
     out = sums_before(log, t, ["user_id", "category"], ["clicks", "shown"], None, "_cat")
     out = sums_before(log, out, ["user_id"], ["clicks"], None, "_user")
     out = sums_before(log, out, ["user_id", "item_id"], ["clicks", "shown"], None, "_item")
-    prior = _global_ctr(ctx.log)
     return out.select(
         *KEYS,
         user_category_clicks="clicks_cat",
         user_category_share=(pl.col("clicks_cat") + 1.0 / n_categories) / (pl.col("clicks_user") + 1.0),
-        user_category_ctr=_smoothed_ctr(pl.col("clicks_cat"), pl.col("shown_cat"), prior),
+        user_category_ctr=_smoothed_ctr(pl.col("clicks_cat"), pl.col("shown_cat")),
         user_item_shown="shown_item",
         user_item_clicks="clicks_item",
     )

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import polars as pl
+import pytest
+
+from features.history import click_histories
+from features.registry import REGISTRY, FeatureContext, compute_features, resolve
+from recsys.errors import RecsysInputError
+
+T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+def at(hours: float) -> datetime:
+    return T0 + timedelta(hours=hours)
+
+
+def log_frame(rows: list[tuple[str, str, float, int]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "request_id": [f"q{n}" for n in range(len(rows))],
+            "user_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "ts": [at(r[2]) for r in rows],
+            "position": [1] * len(rows),
+            "clicked": [r[3] for r in rows],
+            "rating": [None] * len(rows),
+        },
+        schema_overrides={"clicked": pl.Int8, "position": pl.Int32, "rating": pl.Float32},
+    ).with_columns(pl.col("ts").dt.cast_time_unit("us"))
+
+
+ITEMS = pl.DataFrame({
+    "item_id": ["red1", "red2", "blue1", "blue2"],
+    "title": ["Red mug", "Red cup", "Blue mug", "Blue cup"],
+    "text": ["", "", "", ""],
+    "category": ["red", "red", "blue", "blue"],
+    "attributes": [None] * 4,
+    "created_at": [None] * 4,
+}, schema_overrides={"created_at": pl.Datetime("us", "UTC"), "attributes": pl.String})
+
+LOG = log_frame([
+    ("u", "red1", 1, 1), ("u", "blue1", 1, 0), ("v", "blue1", 2, 1), ("u", "red2", 30, 1),
+    ("v", "red1", 40, 0), ("u", "blue2", 47.5, 1),
+])
+TARGETS = pl.DataFrame({
+    "request_id": ["t1", "t1", "t2", "t2"],
+    "user_id": ["u", "u", "w", "w"],
+    "item_id": ["red2", "blue2", "red1", "blue1"],
+    "ts": [at(48), at(48), at(48), at(48)],
+}).with_columns(pl.col("ts").dt.cast_time_unit("us"))
+BEHAVIOURAL = ["item_popularity", "user_activity", "user_affinity"]
+
+
+def features(log: pl.DataFrame, targets: pl.DataFrame = TARGETS) -> pl.DataFrame:
+    return compute_features(resolve(BEHAVIOURAL), FeatureContext(targets, log, ITEMS))
+
+
+def test_known_values() -> None:
+    f = features(LOG).sort("request_id", "item_id")
+    u_red2 = f.filter((pl.col("user_id") == "u") & (pl.col("item_id") == "red2")).row(0, named=True)
+    assert u_red2["item_clicks_all"] == 1 and u_red2["item_clicks_1d"] == 1  # clicked 18 h before
+    # CTR priors come from the log before 48 h only: 4 clicks in 6 impressions
+    assert u_red2["item_ctr_all"] == pytest.approx((1 + 20 * 4 / 6) / (1 + 20))
+    assert u_red2["user_clicks_all"] == 3 and u_red2["user_shown_all"] == 4
+    assert u_red2["user_category_clicks"] == 2  # red1 and red2
+    assert u_red2["user_item_clicks"] == 1
+    assert u_red2["item_days_since_click"] == pytest.approx(18 / 24)
+    w_blue1 = f.filter((pl.col("user_id") == "w") & (pl.col("item_id") == "blue1")).row(0, named=True)
+    assert w_blue1["user_clicks_all"] == 0 and w_blue1["user_days_since_click"] is None  # unknown user
+    assert w_blue1["item_clicks_all"] == 1
+
+
+def test_future_events_change_nothing() -> None:
+    before = features(LOG)
+    future = log_frame([("u", "red2", 48, 1), ("w", "blue1", 48, 1), ("v", "red1", 100, 1), ("u", "blue2", 49, 1)])
+    after = features(pl.concat([LOG, future]))
+    assert before.equals(after)
+
+
+def test_events_at_the_same_moment_are_not_visible() -> None:
+    """A request's own impressions (same ts) must not leak into its features."""
+    same = log_frame([("u", "red2", 48, 1)])
+    assert features(pl.concat([LOG, same])).equals(features(LOG))
+
+
+def test_click_histories_are_strictly_before_and_most_recent_last() -> None:
+    moments = pl.DataFrame({"user_id": ["u", "u"], "ts": [at(30), at(48)]}).with_columns(pl.col("ts").dt.cast_time_unit("us"))
+    h = click_histories(LOG, moments, length=2).sort("ts")
+    assert h["history"].to_list() == [["red1"], ["red2", "blue2"]]
+
+
+def test_every_group_is_declared_with_dtypes_and_descriptions() -> None:
+    resolve(BEHAVIOURAL)
+    for group in REGISTRY.values():
+        assert group.specs, group.name
+        for spec in group.specs:
+            assert spec.description and spec.dtype is not None
+
+
+def test_unknown_group_name_is_a_clear_error() -> None:
+    with pytest.raises(RecsysInputError, match="unknown feature group"):
+        resolve(["item_popularity", "no_such_group"])
+
+
+class FakeInterest:
+    """Scores by whether the candidate's colour matches the last clicked colour."""
+
+    def score(self, histories: list[list[str]], item_ids: list[str]) -> np.ndarray:
+        return np.array([float(bool(h) and h[-1][:3] == i[:3]) for h, i in zip(histories, item_ids)])
+
+
+def test_interest_group_passes_point_in_time_histories_to_the_scorer() -> None:
+    groups = resolve(["interest"])
+    f = compute_features(groups, FeatureContext(TARGETS, LOG, ITEMS, {"interest": FakeInterest()}))
+    f = f.sort("request_id", "item_id")
+    # u's last click before 48 h is blue2 (47.5 h): blue2 matches, red2 does not; w has no history
+    assert f["interest_score"].to_list() == [1.0, 0.0, 0.0, 0.0]
+    assert f["interest_history_len"].to_list() == [3, 3, 0, 0]

@@ -1,0 +1,141 @@
+"""The pipeline end to end on tiny data (Ray tasks, MLflow registry, batch scoring)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys.config import load_config
+from recsys.errors import RecsysInputError
+from recsys.importers.events import import_events
+from recsys.pipeline import train
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+ROOT = Path(__file__).resolve().parent.parent
+BEHAVIOURAL = ROOT / "experiments" / "behavioural.toml"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance():
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def colour_shop(tmp: Path, users: int = 40, days: int = 12, seed: int = 0) -> Path:
+    """Half the users click only red items, half only blue: a known answer for the ranker."""
+    rng = np.random.default_rng(seed)
+    reds, blues = [f"red{n}" for n in range(12)], [f"blue{n}" for n in range(12)]
+    items = [(i, f"{i[:-1].title()} mug {i}", f"A {i.rstrip('0123456789')} ceramic mug") for i in reds + blues]
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    rows = []
+    for u in range(users):
+        liked = "red" if u % 2 == 0 else "blue"
+        for day in range(days):
+            ts = t0 + timedelta(days=day, hours=int(rng.integers(0, 20)), minutes=u)
+            shown = list(rng.choice(reds, 3, replace=False)) + list(rng.choice(blues, 3, replace=False))
+            for item in shown:
+                click = int(rng.random() < (0.7 if item.startswith(liked) else 0.03))
+                rows.append((f"user{u}", item, ts.isoformat(), click))
+    pl.DataFrame(items, schema=["item_id", "title", "text"], orient="row").with_columns(
+        category=pl.col("item_id").str.replace(r"\d+$", "")
+    ).write_csv(tmp / "items.csv")
+    pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp", "clicked"], orient="row").write_csv(tmp / "events.csv")
+    import_events(tmp / "events.csv", tmp / "items.csv", tmp / "shop")
+    return tmp / "shop"
+
+
+def test_ranker_learns_a_users_colour_and_stages_are_cached(tmp_path: Path) -> None:
+    shop = colour_shop(tmp_path)
+    cfg = load_config(BEHAVIOURAL, ["ranker.task=impressions", "ranker.min_data_in_leaf=5"])
+    metrics = train(cfg, shop, tmp_path / "run", track=False)
+    assert metrics["comparison"]["ranker"]["auc"]["mean"] > 0.8
+    assert metrics["comparison"]["ranker"]["ndcg@10"]["mean"] > metrics["comparison"]["popularity"]["ndcg@10"]["mean"]
+
+    from serving.scorer import Scorer
+
+    scorer = Scorer(tmp_path / "run")
+    pairs = pl.DataFrame({"user_id": ["user0", "user0", "user1", "user1"], "item_id": ["red3", "blue3", "red3", "blue3"]})
+    s = scorer.score(pairs)
+    assert s[0] > s[1] and s[3] > s[2]  # user0 likes red, user1 likes blue
+
+    again = train(cfg, shop, tmp_path / "run", track=False)
+    assert "features_seconds" not in again["stages"] and "ranker_seconds" not in again["stages"]
+    changed = train(load_config(BEHAVIOURAL, ["ranker.task=impressions", "ranker.min_data_in_leaf=6"]), shop,
+                    tmp_path / "run", track=False)
+    assert "ranker_seconds" in changed["stages"]
+
+
+def test_contract_cli_import_train_score(tmp_path: Path) -> None:
+    """The three commands of ../shared/CONTRACT.md, as a user runs them."""
+    import subprocess
+    import sys
+
+    colour_shop(tmp_path)  # writes events.csv and items.csv in the contract format
+    env_cmd = [sys.executable, "-m", "recsys.cli"]
+    run = lambda *a: subprocess.run([*env_cmd, *map(str, a)], capture_output=True, text=True, timeout=600)  # noqa: E731
+    r = run("data", "import", "events", "--events", tmp_path / "events.csv", "--items", tmp_path / "items.csv", "--out", tmp_path / "data")
+    assert r.returncode == 0, r.stderr
+    r = run("train", "--data", tmp_path / "data", "--run-dir", tmp_path / "run", "-c", BEHAVIOURAL, "--set", "ranker.min_data_in_leaf=5")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "ranker" in r.stdout and "MLflow run" in r.stdout
+    candidates = pl.DataFrame({"user_id": ["user0"] * 3 + ["stranger"], "item_id": ["red1", "blue1", "never-seen", "red1"]})
+    candidates.write_parquet(tmp_path / "cand.parquet")
+    r = run("score", "--run", tmp_path / "run", "--candidates", tmp_path / "cand.parquet", "--out", tmp_path / "scores.parquet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    scores = pl.read_parquet(tmp_path / "scores.parquet")
+    assert scores.select("user_id", "item_id").equals(candidates)
+    assert scores["score"].dtype == pl.Float64 and scores["score"].is_finite().all()
+
+
+def test_mlflow_registry_aliases(tmp_path: Path) -> None:
+    import mlflow
+
+    shop = colour_shop(tmp_path)
+    cfg = load_config(BEHAVIOURAL, ["ranker.task=impressions", "ranker.min_data_in_leaf=5"])
+    first = train(cfg, shop, tmp_path / "a")
+    assert set(first["mlflow"]["aliases"]) == {"challenger", "champion"}
+    worse = load_config(BEHAVIOURAL, ["ranker.task=impressions", "ranker.min_data_in_leaf=5", "ranker.n_estimators=1",
+                                      "features=['item_popularity']"])
+    second = train(worse, shop, tmp_path / "b")
+    assert second["mlflow"]["aliases"] == ["challenger"]  # champion stays with the better model
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("recsys-ranker", "champion").version) == first["mlflow"]["version"]
+    run = client.get_run(first["mlflow"]["run_id"])
+    assert "test_ndcg_at_10" in run.data.metrics and run.data.params["ranker.task"] == "impressions"
+    artefacts = {a.path for a in client.list_artifacts(first["mlflow"]["run_id"], "ranker")}
+    assert {"ranker/curves.png", "ranker/importance.png"} <= artefacts
+
+
+def test_compare_and_ablate(tmp_path: Path) -> None:
+    from recsys.ablate import ablate
+    from recsys.compare import compare_runs
+
+    shop = colour_shop(tmp_path)
+    base = ["ranker.task=impressions", "ranker.min_data_in_leaf=5"]
+    train(load_config(BEHAVIOURAL, base), shop, tmp_path / "full", track=False)
+    train(load_config(BEHAVIOURAL, [*base, "features=['item_popularity']"]), shop, tmp_path / "pop", track=False)
+    table = compare_runs([tmp_path / "full", tmp_path / "pop"])
+    row = table.filter((pl.col("metric") == "auc") & (pl.col("run") == str(tmp_path / "pop"))).row(0, named=True)
+    assert row["delta"] < 0 and row["delta_high"] < 0  # popularity alone cannot learn a user's colour
+    ablations = ablate(tmp_path / "full", track=True)
+    assert set(ablations["variant"]) == {"(all groups)", "without item_popularity", "without user_activity", "without user_affinity"}
+    no_taste = ablations.filter(pl.col("variant") == "without user_affinity")["auc"].item()
+    assert no_taste < ablations.filter(pl.col("variant") == "(all groups)")["auc"].item()
+
+
+def test_config_errors_are_caught_at_load(tmp_path: Path) -> None:
+    with pytest.raises(RecsysInputError, match="unknown key"):
+        load_config(BEHAVIOURAL, ["ranker.num_leafs=3"])
+    with pytest.raises(RecsysInputError, match="unknown feature group"):
+        load_config(BEHAVIOURAL, ["features=['item_popularity', 'colour_magic']"])
+    with pytest.raises(RecsysInputError, match="needs stage 'interest'"):
+        load_config(BEHAVIOURAL, ["features=['interest']"])
+    assert json.loads(load_config(BEHAVIOURAL).to_json())["ranker"]["task"] == "catalog"
