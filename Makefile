@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 RECSYS := $(VENV)/bin/recsys
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
+DEMO_MLFLOW ?= sqlite:///$(abspath $(DEMO_DIR))/mlflow.db
 PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export RAY_DATA_DISABLE_PROGRESS_BARS := 1
@@ -23,10 +24,16 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# synth -> describe -> baselines -> full pipeline (interest model, blurbs, ranker; tracked in
+# MLflow) -> a behavioural-only run -> side-by-side comparison. Reruns reuse unchanged stages.
 demo: install
 	$(RECSYS) data synth --out $(DEMO_DIR)/shop
 	$(RECSYS) data describe $(DEMO_DIR)/shop
 	$(RECSYS) evaluate --data $(DEMO_DIR)/shop --json $(DEMO_DIR)/baselines.json
+	MLFLOW_TRACKING_URI=$(DEMO_MLFLOW) $(RECSYS) train -c experiments/synthetic.toml --data $(DEMO_DIR)/shop --run-dir $(DEMO_DIR)/runs/synthetic
+	MLFLOW_TRACKING_URI=$(DEMO_MLFLOW) $(RECSYS) train -c experiments/synthetic_behavioural.toml --data $(DEMO_DIR)/shop --run-dir $(DEMO_DIR)/runs/behavioural
+	$(RECSYS) experiments compare $(DEMO_DIR)/runs/synthetic $(DEMO_DIR)/runs/behavioural --plot $(DEMO_DIR)/compare.png
+	@echo "Open the MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri $(DEMO_MLFLOW)  (then http://127.0.0.1:5000)"
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
