@@ -22,8 +22,9 @@ def ensure_ray() -> None:
         ray.init(address=address, log_to_driver=True)
     else:
         # More logical CPUs than cores: on 2 cores a Train worker plus a Data pipeline would
-        # otherwise wait on each other forever (STACK.md).
-        ray.init(num_cpus=int(os.environ.get("RECSYS_RAY_CPUS", "4")), include_dashboard=False,
+        # otherwise wait on each other forever (STACK.md). address="local": never attach by
+        # surprise to some other cluster started on this machine; RAY_ADDRESS is the way in.
+        ray.init(address="local", num_cpus=int(os.environ.get("RECSYS_RAY_CPUS", "4")), include_dashboard=False,
                  log_to_driver=True, configure_logging=False)
 
 
