@@ -24,7 +24,7 @@ BEHAVIOURAL = ROOT / "experiments" / "behavioural.toml"
 def ray_instance():
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, configure_logging=False)
     yield
     ray.shutdown()
 
