@@ -72,6 +72,7 @@ def register(name: str, specs: list[FeatureSpec], requires: tuple[str, ...] = ()
 def load_all() -> dict[str, FeatureGroup]:
     """Import every module that registers groups, then return the registry."""
     import features.behavioural  # noqa: F401
+    import features.blurbs  # noqa: F401
     import features.text  # noqa: F401
 
     return REGISTRY

