@@ -51,7 +51,7 @@ class BlurbConfig:
     actor_cpus: float = 1.0
     threads_per_actor: int = 2
     use_ray: bool = True
-    limit: int = 0  # generate for the first N items only (0 = all); the rest fall back, "not_generated"
+    limit: int = 0  # generate for the N most-shown items only (0 = all); the rest fall back, "not_generated"
     # checks
     blocklist: list[str] = field(default_factory=lambda: list(DEFAULT_BLOCKLIST))
     min_words: int = 4

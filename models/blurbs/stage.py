@@ -70,6 +70,13 @@ def review_all(items: pl.DataFrame, raw: pl.DataFrame, rules: Rules, uncased: bo
     return pl.concat([joined, verdicts], how="horizontal")
 
 
+def most_shown(items: pl.DataFrame, train_events: pl.DataFrame, limit: int) -> pl.DataFrame:
+    """The `limit` items users saw most in training (ties by id): where a generated blurb is seen."""
+    shown = train_events.group_by("item_id").agg(_shown=pl.len())
+    ranked = items.join(shown, on="item_id", how="left").with_columns(pl.col("_shown").fill_null(0))
+    return ranked.sort(["_shown", "item_id"], descending=[True, False]).head(limit).drop("_shown")
+
+
 def run(cfg: BlurbConfig, data: Dataset, train_events: pl.DataFrame, out_dir: Path, cache_dir: Path) -> Path:
     """Blurbs for every item of data.items; click signal from train_events only. Returns out_dir."""
     t0 = time.perf_counter()
@@ -80,7 +87,7 @@ def run(cfg: BlurbConfig, data: Dataset, train_events: pl.DataFrame, out_dir: Pa
     rules = rules_for(cfg, items)
     spec, ft_metrics = prepare_generator(cfg, items, train_events, cache_dir, rules)
     t_ft = time.perf_counter() - t0
-    wanted = items.head(cfg.limit) if cfg.limit else items
+    wanted = most_shown(items, train_events, cfg.limit) if cfg.limit else items
     raw, gen_stats = generate_cached(wanted, spec, cache_dir, batch_size=cfg.batch_size, actors=cfg.actors,
                                      actor_cpus=cfg.actor_cpus, use_ray=cfg.use_ray)
     reviewed = review_all(items, raw, rules, spec.uncased)
