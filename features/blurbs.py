@@ -8,12 +8,12 @@ ranker); an item without a blurb row gets null score and length 0 and fallback 1
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from features.history import click_histories
 from features.registry import KEYS, FeatureContext, FeatureSpec, register
 
 HISTORY_LEN = 10
@@ -22,16 +22,9 @@ WORD = r"[A-Za-z][A-Za-z'-]*|\d+(?:[.,]\d+)?"  # the same word rule as the blurb
 
 def histories(targets: pl.DataFrame, log: pl.DataFrame, k: int = HISTORY_LEN) -> list[list[str]]:
     """Per target row, the user's last k clicked item ids strictly before the row's ts (oldest first)."""
-    clicks = log.filter(pl.col("clicked") == 1).select("user_id", "item_id", "ts").sort("user_id", "ts")
-    by_user: dict[str, tuple[list[Any], list[str]]] = {}
-    for user, frame in clicks.group_by("user_id"):
-        by_user[str(user[0])] = (frame["ts"].to_list(), frame["item_id"].to_list())
-    out = []
-    for user, ts in zip(targets["user_id"].to_list(), targets["ts"].to_list()):
-        times, ids = by_user.get(user, ([], []))
-        cut = bisect_left(times, ts)  # events at exactly ts are not in the past
-        out.append(ids[max(0, cut - k):cut])
-    return out
+    found = click_histories(log, targets, k)
+    rows = targets.select("user_id", "ts").join(found, on=["user_id", "ts"], how="left", maintain_order="left")
+    return [h if h is not None else [] for h in rows["history"].to_list()]
 
 
 def _interest_scores(blurb_texts: list[str | None], hists: list[list[str]], scorer: Any) -> list[float | None]:
