@@ -22,26 +22,22 @@ ITEM_COLUMNS = ["item_id", "title", "text"]
 ITEM_OPTIONAL = ["category", "attributes", "created_at"]
 
 
-def read_items(path: Path, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> tuple[pl.DataFrame, list[str]]:
-    lf, ignored = scan_table(path, "ITEMS", ITEM_COLUMNS, ITEM_OPTIONAL)
+def _scan(path: Path, label: str, required: list[str], optional: list[str]) -> tuple[pl.LazyFrame, list[str]]:
+    """The file with `raw` (the source row as JSON) and every optional column (null when absent)."""
+    lf, ignored = scan_table(path, label, required, optional)
     names = lf.collect_schema().names()
-    source_cols = [c for c in names if c != "line"]
-    lf = lf.with_columns(raw_json(source_cols))
-    for col in ITEM_OPTIONAL:
-        if col not in names:
-            lf = lf.with_columns(pl.lit(None, dtype=pl.String).alias(col))
+    lf = lf.with_columns(raw_json([c for c in names if c != "line"]))
+    return lf.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in optional if c not in names), ignored
+
+
+def read_items(path: Path, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> tuple[pl.DataFrame, list[str]]:
+    lf, ignored = _scan(path, "ITEMS", ITEM_COLUMNS, ITEM_OPTIONAL)
     lf = lf.with_columns(created_at=parse_iso_utc(pl.col("created_at")))
     return check_items(lf.collect(), max_text_chars), ignored
 
 
 def read_events(path: Path) -> tuple[pl.LazyFrame, list[str]]:
-    lf, ignored = scan_table(path, "EVENTS", EVENT_COLUMNS, EVENT_OPTIONAL)
-    names = lf.collect_schema().names()
-    source_cols = [c for c in names if c != "line"]
-    lf = lf.with_columns(raw_json(source_cols))
-    for col in EVENT_OPTIONAL:
-        if col not in names:
-            lf = lf.with_columns(pl.lit(None, dtype=pl.String).alias(col))
+    lf, ignored = _scan(path, "EVENTS", EVENT_COLUMNS, EVENT_OPTIONAL)
     clicked = pl.col("clicked").str.strip_chars()
     lf = lf.select(
         "line",
