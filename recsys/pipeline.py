@@ -88,6 +88,9 @@ def baseline_comparison(run_dir: Path, data: Dataset, task: str) -> dict[str, An
 
 def train(cfg: RunConfig, data_dir: Path, run_dir: Path, *, track: bool = True, cache_dir: Path | None = None) -> dict[str, Any]:
     started = time.perf_counter()
+    # absolute paths: Ray workers do not share the driver's working directory
+    data_dir, run_dir = Path(data_dir).resolve(), Path(run_dir).resolve()
+    cache_dir = Path(cache_dir).resolve() if cache_dir else run_dir.parent / ".cache" / "blurbs"
     data = load_dataset(data_dir)
     data_hash = content_hash(data.manifest)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -105,7 +108,7 @@ def train(cfg: RunConfig, data_dir: Path, run_dir: Path, *, track: bool = True, 
     if cfg.stages.blurbs:
         blurbs_key = _key(split_key, cfg.blurbs, interest_key)
         cache.run("blurbs", blurbs_key, run_dir / "blurbs" / "blurbs.parquet",
-                  lambda: _run_blurbs(cfg, data, periods, run_dir / "blurbs", cache_dir or run_dir.parent / ".cache" / "blurbs"))
+                  lambda: _run_blurbs(cfg, data, periods, run_dir / "blurbs", cache_dir))
     cfg_json = cfg.to_json()
     features_key = _key(split_key, cfg.features, asdict(cfg.ranker), interest_key, blurbs_key)
     cache.run("features", features_key, run_dir / "features" / "test.parquet",

@@ -168,3 +168,24 @@ def test_batch_scoring_resumes_from_finished_shards_and_matches_online_scorer(tm
     assert (resumed["score"].head(200) - clean_scores["score"].head(200)).abs().min() == pytest.approx(1000.0)
     assert resumed["score"].slice(200).equals(clean_scores["score"].slice(200))
     assert not parts.exists()
+
+
+def test_default_config_runs_every_stage_end_to_end(tmp_path: Path) -> None:
+    """`recsys train --data DIR` with the default experiment: interest model (pretrained MiniLM,
+    Ray Train), blurbs (SmolLM2), features, ranker; then `recsys score` on cold pairs."""
+    from serving.batch import score_file
+
+    shop = colour_shop(tmp_path, users=24, days=10)
+    cfg = load_config(None, ["interest.max_train_samples=64", "interest.max_valid_requests=50", "blurbs.steps=2",
+                             "blurbs.limit=6", "ranker.min_data_in_leaf=5"])
+    metrics = train(cfg, shop, tmp_path / "run", track=False, cache_dir=tmp_path / "cache")
+    assert {"interest_alone", "ranker", "ranker_no_text", "popularity"} <= set(metrics["comparison"])
+    interest = json.loads((tmp_path / "run" / "interest" / "metrics.json").read_text())
+    assert interest["kept"] in ("pretrained", "fine-tuned")
+    blurbs = pl.read_parquet(tmp_path / "run" / "blurbs" / "blurbs.parquet")
+    assert blurbs.height == 24 and blurbs["blurb"].null_count() == 0
+    features = pl.read_parquet(tmp_path / "run" / "features" / "test.parquet")
+    assert features["interest_score"].is_not_null().all() and "blurb_interest" in features.columns
+    pl.DataFrame({"user_id": ["user0", "stranger"], "item_id": ["red1", "no-such-item"]}).write_parquet(tmp_path / "c.parquet")
+    scores = pl.read_parquet(score_file(tmp_path / "run", tmp_path / "c.parquet", tmp_path / "s.parquet"))
+    assert scores.height == 2 and scores["score"].is_finite().all()
