@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 BUCKETS = ("low", "mid", "high")
 
 
+
+class NoFinetuneTargets(ValueError):
+    """No catalog item yields a training target that passes the checks (too short, unsafe, empty)."""
+
 def smoothed_ctr(item_ids: pl.Series, events: pl.DataFrame, smoothing: float) -> pl.DataFrame:
     """(item_id, views, clicks, ctr): clicks + k * global CTR over views + k; unseen items get the global CTR."""
     global_ctr = float(events["clicked"].cast(pl.Float64).mean() or 0.0) if events.height else 0.0
@@ -59,7 +63,7 @@ def build_examples(items: pl.DataFrame, train_events: pl.DataFrame, cfg: BlurbCo
             break
     out = pl.DataFrame(rows, schema={**frame.schema, "target": pl.String}) if rows else None
     if out is None:
-        raise ValueError("fine-tuning: no item has a target that passes the checks (empty or unsafe catalog text)")
+        raise NoFinetuneTargets("fine-tuning: no item has a target that passes the checks (empty or unsafe catalog text)")
     cuts = np.quantile(out["ctr"].to_numpy(), [1 / 3, 2 / 3])
     bucket = [BUCKETS[int(np.searchsorted(cuts, c, side="right"))] for c in out["ctr"].to_numpy()]
     mean_ctr = float(out["ctr"].mean() or 1.0)

@@ -15,7 +15,7 @@ import polars as pl
 from recsys.dataset import Dataset
 from models.blurbs.batch import generate_cached, with_text_hash
 from models.blurbs.config import BlurbConfig
-from models.blurbs.finetune import BUCKETS, build_examples, finetune
+from models.blurbs.finetune import BUCKETS, NoFinetuneTargets, build_examples, finetune
 from models.blurbs.generator import GeneratorSpec, base_model, make_spec
 from models.blurbs.quality import write_quality
 from models.blurbs.safety import Rules, review
@@ -50,7 +50,11 @@ def prepare_generator(cfg: BlurbConfig, items: pl.DataFrame, train_events: pl.Da
     kind, base_dir, base_version = base_model(cfg, cache_dir)
     if not cfg.finetune:
         return make_spec(cfg, kind, base_dir, base_version, None), {}
-    examples = build_examples(items, train_events, cfg, rules)
+    try:
+        examples = build_examples(items, train_events, cfg, rules)
+    except NoFinetuneTargets as err:  # a catalog of one-line texts still gets (zero-shot) blurbs
+        log.warning("blurbs: %s; generating zero-shot", err)
+        return make_spec(cfg, kind, base_dir, base_version, None), {"finetune_skipped": 1.0}
     adapter, key, metrics = finetune(cfg, kind, base_dir, base_version, examples, cache_dir, use_ray=cfg.use_ray)
     bucket = BUCKETS[-1] if cfg.click_weighting == "ctr_token" else None  # ask for the high-CTR style
     return make_spec(cfg, kind, base_dir, base_version, (adapter, key), ctr_bucket=bucket), {
