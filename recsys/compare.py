@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from recsys.errors import RecsysInputError
-from recsys.metrics import per_request
+from recsys.metrics import mean_with_ci, per_request
 
 COMPARE_METRICS = ("auc", "mrr@10", "ndcg@5", "ndcg@10", "recall@10")
 
@@ -32,15 +32,10 @@ def per_request_of(run_dir: Path, model_dir: str = "ranker") -> pl.DataFrame:
     return per_request(scored)
 
 
-def paired_delta_ci(a: np.ndarray, b: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+def paired_delta_ci(a: np.ndarray, b: np.ndarray, resamples: int = 1000) -> tuple[float, float, float]:
     """Mean of b - a over the same requests, with a percentile bootstrap 95% CI."""
-    diff = b - a
-    diff = diff[~np.isnan(diff)]
-    if diff.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
-    return float(diff.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+    est = mean_with_ci(b - a, resamples=resamples)
+    return est.mean, est.low, est.high
 
 
 def compare_runs(run_dirs: list[Path], resamples: int = 1000) -> pl.DataFrame:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -158,6 +158,3 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
         raise RecsysInputError(f"{path}: not valid TOML ({err})") from None
     return from_dict(apply_overrides(raw, overrides or []), str(path))
 
-
-def without_features(cfg: RunConfig, drop: list[str]) -> RunConfig:
-    return replace(cfg, features=[f for f in cfg.features if f not in drop])

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import numpy as np
 import polars as pl
-
-TARGET_COLUMNS = ["request_id", "user_id", "item_id", "ts", "label"]
-
 
 def impression_targets(events: pl.DataFrame) -> pl.DataFrame:
     """One row per shown item; ts = the request's first impression, so a request sees nothing of itself."""
@@ -87,9 +83,3 @@ def replay_cutoffs(start: datetime, end: datetime, horizon: timedelta, count: in
         return [last]
     return [first + (last - first) * (k / (count - 1)) for k in range(count)]
 
-
-def sample_users(users: list[str], limit: int, seed: int) -> list[str]:
-    if len(users) <= limit:
-        return users
-    rng = np.random.default_rng(seed)
-    return sorted(rng.choice(sorted(users), size=limit, replace=False).tolist())

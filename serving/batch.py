@@ -46,10 +46,9 @@ def read_candidates(path: Path) -> pl.DataFrame:
     if missing:
         raise RecsysInputError(f"CANDIDATES: {path} lacks column(s) {missing}; found {frame.columns}; expected user_id, item_id")
     frame = frame.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String))
-    nulls = frame.filter(pl.col("user_id").is_null() | pl.col("item_id").is_null())
+    nulls = frame.with_row_index("row").filter(pl.col("user_id").is_null() | pl.col("item_id").is_null())
     if nulls.height:
-        raise RecsysInputError(f"CANDIDATES: {nulls.height} row(s) with a null user_id or item_id (first at row "
-                               f"{frame.with_row_index().filter(pl.col('user_id').is_null() | pl.col('item_id').is_null())['index'][0]})")
+        raise RecsysInputError(f"CANDIDATES: {nulls.height} row(s) with a null user_id or item_id (first at row {nulls['row'][0]})")
     return frame
 
 
