@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export RAY_DATA_DISABLE_PROGRESS_BARS := 1
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo serve test test-fast bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,13 @@ demo: install
 	MLFLOW_TRACKING_URI=$(DEMO_MLFLOW) $(RECSYS) train -c experiments/synthetic.toml --data $(DEMO_DIR)/shop --run-dir $(DEMO_DIR)/runs/synthetic
 	MLFLOW_TRACKING_URI=$(DEMO_MLFLOW) $(RECSYS) train -c experiments/synthetic_behavioural.toml --data $(DEMO_DIR)/shop --run-dir $(DEMO_DIR)/runs/behavioural
 	$(RECSYS) experiments compare $(DEMO_DIR)/runs/synthetic $(DEMO_DIR)/runs/behavioural --plot $(DEMO_DIR)/compare.png
+	MLFLOW_TRACKING_URI=$(DEMO_MLFLOW) $(RECSYS) bench serve --model models:/recsys-ranker@champion --requests 100 --concurrency 1 --concurrency 8
+	@echo "Try the shop page: make serve  (then http://127.0.0.1:8000)"
 	@echo "Open the MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri $(DEMO_MLFLOW)  (then http://127.0.0.1:5000)"
+
+# The champion of the demo's registry behind Ray Serve, with the demo shop page at /.
+serve: install
+	MLFLOW_TRACKING_URI=$(DEMO_MLFLOW) $(RECSYS) serve --model models:/recsys-ranker@champion --state-dir $(DEMO_DIR)/serving_state
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import polars as pl
 
-from features.pointintime import last_before, sums_before
+from features.pointintime import global_totals, last_before, sums_before, totals_before
 from features.registry import KEYS, FeatureContext, FeatureSpec, register
 
 F32 = pl.Float32
@@ -18,12 +18,17 @@ def _smoothed_ctr(clicks: pl.Expr, shown: pl.Expr) -> pl.Expr:
     return (clicks + PRIOR_IMPRESSIONS * pl.col("_prior")) / (shown + PRIOR_IMPRESSIONS)
 
 
-def _with_prior(log: pl.DataFrame, targets: pl.DataFrame) -> pl.DataFrame:
+def _totals(ctx: FeatureContext) -> pl.DataFrame:
+    """The log's running totals: precomputed by the caller (serving passes them with a log cut
+    down to one user's and the candidates' events) or computed here from the full log."""
+    return ctx.totals if ctx.totals is not None else global_totals(ctx.log)
+
+
+def _with_prior(totals: pl.DataFrame, targets: pl.DataFrame) -> pl.DataFrame:
     """targets + `_prior`: the global click rate of the log strictly before each target's ts
     (a prior over the whole log would leak the future into every CTR)."""
-    every = sums_before(log.with_columns(_all=pl.lit(1)), targets.with_columns(_all=pl.lit(1)), ["_all"], ["clicks", "shown"],
-                        None, "_g")
-    prior = (every["clicks_g"] / every["shown_g"]).fill_nan(0.0).fill_null(0.0)
+    every = totals_before(totals, targets)
+    prior = (every["clicks"] / every["shown"]).fill_nan(0.0).fill_null(0.0)
     return targets.with_columns(_prior=prior)
 
 
@@ -46,17 +51,18 @@ def _counts(log: pl.DataFrame) -> pl.DataFrame:
     ],
 )
 def item_popularity(ctx: FeatureContext) -> pl.DataFrame:
-    log = _counts(ctx.log)
-    t = _with_prior(log, ctx.targets.select(*KEYS, "ts"))
+    log, totals = _counts(ctx.log), _totals(ctx)
+    t = _with_prior(totals, ctx.targets.select(*KEYS, "ts"))
     day, week = timedelta(days=1), timedelta(days=7)
     out = sums_before(log, t, ["item_id"], ["clicks"], day, "_1d")
     out = sums_before(log, out, ["item_id"], ["clicks", "shown"], week, "_7d")
     out = sums_before(log, out, ["item_id"], ["clicks", "shown"], None, "_all")
-    total = sums_before(log.with_columns(_all=pl.lit(1)), t.with_columns(_all=pl.lit(1)), ["_all"], ["clicks"], week)
-    out = out.with_columns(_total_7d=total["clicks"])
+    out = out.with_columns(_total_7d=totals_before(totals, t, week)["clicks"])
     out = last_before(ctx.log.filter(pl.col("clicked") == 1), out, ["item_id"], "item_days_since_click")
-    first_seen = ctx.log.group_by("item_id").agg(first=pl.col("ts").min())
-    born = ctx.items.select("item_id", "created_at").join(first_seen, on="item_id", how="full", coalesce=True)
+    wanted = ctx.targets.select("item_id").unique()
+    first_seen = ctx.log.join(wanted, on="item_id", how="semi").group_by("item_id").agg(first=pl.col("ts").min())
+    catalog = ctx.items.join(wanted, on="item_id", how="semi")
+    born = catalog.select("item_id", "created_at").join(first_seen, on="item_id", how="full", coalesce=True)
     born = born.select("item_id", since=pl.coalesce("created_at", "first"))
     out = out.join(born, on="item_id", how="left", maintain_order="left")
     return out.select(
@@ -84,7 +90,7 @@ def item_popularity(ctx: FeatureContext) -> pl.DataFrame:
 )
 def user_activity(ctx: FeatureContext) -> pl.DataFrame:
     log = _counts(ctx.log)
-    t = _with_prior(log, ctx.targets.select(*KEYS, "user_id", "ts"))
+    t = _with_prior(_totals(ctx), ctx.targets.select(*KEYS, "user_id", "ts"))
     out = sums_before(log, t, ["user_id"], ["clicks", "shown"], None)
     out = last_before(ctx.log.filter(pl.col("clicked") == 1), out, ["user_id"], "user_days_since_click")
     return out.select(
@@ -110,7 +116,7 @@ def user_affinity(ctx: FeatureContext) -> pl.DataFrame:
     category = ctx.items.select("item_id", category=pl.col("category").fill_null("?"))
     log = _counts(ctx.log).join(category, on="item_id", how="left").with_columns(pl.col("category").fill_null("?"))
     t = ctx.targets.select(*KEYS, "user_id", "ts").join(category, on="item_id", how="left", maintain_order="left")
-    t = _with_prior(_counts(ctx.log), t.with_columns(pl.col("category").fill_null("?")))
+    t = _with_prior(_totals(ctx), t.with_columns(pl.col("category").fill_null("?")))
     n_categories = max(category["category"].n_unique(), 1)
     out = sums_before(log, t, ["user_id", "category"], ["clicks", "shown"], None, "_cat")
     out = sums_before(log, out, ["user_id"], ["clicks"], None, "_user")

@@ -21,12 +21,13 @@ def sums_before(
 ) -> pl.DataFrame:
     """targets (with `by` columns and `ts`) + one column per value: the sum over events with the
     same `by` keys and ts in [ts - window, ts) (or (-inf, ts) without a window). Row order kept."""
+    # only the targets' keys matter; online serving passes a handful of keys and a big log
+    keys = events.join(targets.select(by).unique(), on=by, how="semi")
+    # sorting by ts alone (not by the string keys) is enough: cum_sum().over() follows row order
     cum = (
-        events.group_by([*by, "ts"]).agg(pl.col(v).cast(pl.Float64).sum() for v in values)
-        .sort([*by, "ts"])
-        .with_columns(pl.col(v).cum_sum().over(by).alias(f"_cum_{v}") for v in values)
-        .select([*by, "ts", *[f"_cum_{v}" for v in values]])
+        keys.group_by([*by, "ts"]).agg(pl.col(v).cast(pl.Float64).sum() for v in values)
         .sort("ts")
+        .select([*by, "ts", *[pl.col(v).cum_sum().over(by).alias(f"_cum_{v}") for v in values]])
     )
     keyed = targets.select([*by, "ts"]).with_row_index("_row")
 
@@ -36,13 +37,11 @@ def sums_before(
         ).sort("_row")
 
     now = cum_at(keyed)
-    result = now.select("_row", *[pl.col(f"_cum_{v}").fill_null(0.0).alias(f"{v}{suffix}") for v in values])
+    sums = [now[f"_cum_{v}"].fill_null(0.0) for v in values]
     if window is not None:
         then = cum_at(keyed.with_columns(pl.col("ts") - window))
-        result = result.with_columns(
-            (pl.col(f"{v}{suffix}") - then[f"_cum_{v}"].fill_null(0.0)).alias(f"{v}{suffix}") for v in values
-        )
-    return targets.with_row_index("_row").join(result, on="_row", how="left").sort("_row").drop("_row")
+        sums = [s - then[f"_cum_{v}"].fill_null(0.0) for s, v in zip(sums, values)]
+    return targets.with_columns(s.alias(f"{v}{suffix}") for s, v in zip(sums, values))
 
 
 def last_before(events: pl.DataFrame, targets: pl.DataFrame, by: list[str], name: str) -> pl.DataFrame:
@@ -56,3 +55,31 @@ def last_before(events: pl.DataFrame, targets: pl.DataFrame, by: list[str], name
     )
     days = (pl.col("ts") - pl.col("_last")).dt.total_seconds() / 86_400.0
     return joined.with_columns(days.alias(name)).drop("_row", "_last")
+
+
+def global_totals(log: pl.DataFrame) -> pl.DataFrame:
+    """The whole log's running click and impression counts: (ts, _cum_clicks, _cum_shown) per
+    distinct ts, sorted. Computed once and shared by every feature that needs a global rate."""
+    return (
+        log.group_by("ts").agg(clicks=pl.col("clicked").cast(pl.Float64).sum(), shown=pl.len().cast(pl.Float64))
+        .sort("ts")
+        .select("ts", _cum_clicks=pl.col("clicks").cum_sum(), _cum_shown=pl.col("shown").cum_sum())
+    )
+
+
+def totals_before(totals: pl.DataFrame, targets: pl.DataFrame, window: timedelta | None = None) -> pl.DataFrame:
+    """For each target row (in order): `clicks` and `shown` over the whole log with ts in
+    [ts - window, ts) (or (-inf, ts)), read from `global_totals`."""
+    keyed = targets.select("ts").with_row_index("_row")
+
+    def cum_at(moments: pl.DataFrame) -> pl.DataFrame:
+        return moments.sort("ts").join_asof(
+            totals, on="ts", strategy="backward", allow_exact_matches=False, check_sortedness=False
+        ).sort("_row").select(pl.col("_cum_clicks").fill_null(0.0), pl.col("_cum_shown").fill_null(0.0))
+
+    now = cum_at(keyed)
+    clicks, shown = now["_cum_clicks"], now["_cum_shown"]
+    if window is not None:
+        then = cum_at(keyed.with_columns(pl.col("ts") - window))
+        clicks, shown = clicks - then["_cum_clicks"], shown - then["_cum_shown"]
+    return pl.DataFrame({"clicks": clicks, "shown": shown})

@@ -34,12 +34,16 @@ class FeatureContext:
     log: past events in the events schema (the group must filter to ts < target ts itself)
     items: the catalog (items schema)
     artefacts: trained stage outputs by name, e.g. "interest" (a scorer), "blurbs" (a frame)
+    totals: optional `features.pointintime.global_totals` of the *whole* log. Given, `log` may be
+      cut down to the events of the targets' users and items (what online serving does); the
+      global rates come from here. None: computed from `log`.
     """
 
     targets: pl.DataFrame
     log: pl.DataFrame
     items: pl.DataFrame
     artefacts: dict[str, Any] = field(default_factory=dict)
+    totals: pl.DataFrame | None = None
 
 
 @dataclass(frozen=True)

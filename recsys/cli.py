@@ -238,6 +238,141 @@ def score_cmd(
     out.print(f"wrote {out_path}")
 
 
+@app.command("serve")
+def serve_cmd(
+    model: Annotated[str | None, typer.Option(help="models:/NAME@ALIAS, models:/NAME/VERSION (MLflow registry) or a run directory.")] = None,
+    run: Annotated[Path | None, typer.Option(help="A trained run directory (same as --model DIR).")] = None,
+    challenger: Annotated[str | None, typer.Option(help="Second model for an A/B split (same forms as --model).")] = None,
+    challenger_share: Annotated[float, typer.Option(help="Share of users (sticky by hash) ranked by the challenger, 0..1.")] = 0.1,
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes the service to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    replicas: Annotated[int, typer.Option(help="Ray Serve replicas.")] = 1,
+    replica_cpus: Annotated[float, typer.Option(help="CPUs reserved per replica.")] = 1.0,
+    state_dir: Annotated[Path, typer.Option(help="Where the durable feedback log and the served-features log live.")] = Path("serving_state"),
+    clock: Annotated[str, typer.Option(help="'log': time = just after the newest logged event (historical data, demos); 'wall': the system clock (a live shop).")] = "log",
+    max_candidates: Annotated[int, typer.Option(help="Most candidates one /v1/rank call may send.")] = 500,
+    reload_seconds: Annotated[float, typer.Option(help="How often registry aliases are checked for a new version (0: never).")] = 30.0,
+    access_log: Annotated[bool, typer.Option(help="Log every request (off for benchmarks).")] = True,
+    api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key; when it is set, every /v1 call needs the key (X-API-Key or Authorization: Bearer).")] = "RECSYS_API_KEY",
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted (413 above).")] = 1_000_000,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics of the local Ray, Ray Serve's ray_serve_* included (0: a random port).")] = 9095,
+) -> None:
+    """Serve /v1/rank, /v1/feedback, /healthz, /v1/model and the demo shop page on Ray Serve."""
+    import os
+    import time
+
+    from serving.deploy import ServerOptions, start
+    from serving.service import ServeSettings
+
+    if model and run:
+        raise RecsysInputError("serve: pass --model or --run, not both")
+    ref = str(run) if run else (model or "models:/recsys-ranker@champion")
+    settings = ServeSettings(model=ref, challenger=challenger, challenger_share=challenger_share if challenger else 0.0,
+                             state_dir=str(state_dir), clock=clock, max_candidates=max_candidates, reload_seconds=reload_seconds,
+                             api_key=os.environ.get(api_key_env) or None, max_body_bytes=max_body_bytes)
+    if settings.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/yellow] serving on {host} without an API key (set ${api_key_env})")
+    url = start(settings, ServerOptions(host=host, port=port, replicas=replicas, replica_cpus=replica_cpus, access_log=access_log,
+                                        metrics_port=metrics_port or None))
+    out.print(f"serving {ref} at {url}  (demo page: {url}/ , API docs: {url}/docs); Ctrl-C stops")
+    if metrics_port and not os.environ.get("RAY_ADDRESS"):
+        out.print(f"Ray Serve metrics (Prometheus): http://127.0.0.1:{metrics_port}/metrics")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from serving.deploy import stop
+
+        stop()
+
+
+@experiments_app.command("online")
+def experiments_online_cmd(
+    state_dir: Annotated[Path, typer.Option(help="The --state-dir of `recsys serve`.")] = Path("serving_state"),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the table as JSON.")] = None,
+) -> None:
+    """Online A/B results from the service's logs: CTR per arm with Wilson 95% CIs."""
+    from serving.report import arm_ctr
+
+    table, p_value = arm_ctr(state_dir)
+    view = Table(title=f"online arms ({state_dir})")
+    for col in ("arm", "requests", "impressions", "clicks", "CTR [95% CI]"):
+        view.add_column(col)
+    for r in table.iter_rows(named=True):
+        ctr = f"{r['ctr']:.4f} [{r['ci_low']:.4f},{r['ci_high']:.4f}]" if r["ctr"] is not None else "-"
+        view.add_row(str(r["arm"]), f"{r['requests']:,}", f"{r['impressions']:,}", f"{r['clicks']:,}", ctr)
+    out.print(view)
+    out.print(f"chi-squared p-value (CTR differs between arms): {p_value:.4g}" if p_value is not None else
+              "p-value: needs two arms with feedback")
+    if json_out:
+        json_out.write_text(json.dumps({"arms": table.to_dicts(), "p_value": p_value}, indent=2) + "\n")
+
+
+@data_app.command("served")
+def data_served_cmd(
+    state_dir: Annotated[Path, typer.Option(help="The --state-dir of `recsys serve`.")] = Path("serving_state"),
+    out_path: Annotated[Path, typer.Option("--out", help="Parquet to write.")] = Path("served.parquet"),
+) -> None:
+    """Export served feature rows joined with the clicks reported for them (training data without train/serve skew)."""
+    from serving.report import served_training_rows
+
+    rows = served_training_rows(state_dir)
+    rows.write_parquet(out_path)
+    labelled = int(rows["clicked"].is_not_null().sum()) if rows.height else 0
+    out.print(f"wrote {out_path}: {rows.height:,} served candidate rows, {labelled:,} with feedback")
+
+
+bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("serve")
+def bench_serve_cmd(
+    model: Annotated[str, typer.Option(help="A run directory or models:/NAME@ALIAS to serve and measure.")],
+    url: Annotated[str | None, typer.Option(help="Measure an already running service instead of starting one.")] = None,
+    candidates: Annotated[int, typer.Option(help="Candidates per /v1/rank call.")] = 100,
+    requests: Annotated[int, typer.Option(help="Requests per concurrency level.")] = 300,
+    concurrency: Annotated[list[int] | None, typer.Option(help="Concurrency levels (repeat the option).")] = None,
+    replicas: Annotated[int, typer.Option(help="Serve replicas when starting the service.")] = 1,
+    port: Annotated[int, typer.Option(help="Port when starting the service.")] = 8011,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON.")] = None,
+) -> None:
+    """p50/p95/p99 and requests/s of /v1/rank at concurrency 1, 8, 32, next to the in-process floor."""
+    import tempfile
+    from dataclasses import asdict
+
+    from serving.bench import http_levels, in_process, make_requests
+    from serving.deploy import ServerOptions, start, stop
+    from serving.service import RankingService, ServeSettings
+
+    import torch
+
+    torch.set_num_threads(1)  # as in a replica (serving/deploy.py)
+    levels = concurrency or [1, 8, 32]
+    state = Path(tempfile.mkdtemp(prefix="recsys-bench-"))
+    settings = ServeSettings(model=model, state_dir=str(state / "serve"), reload_seconds=0)
+    local = RankingService(ServeSettings(model=model, state_dir=str(state / "local"), reload_seconds=0))
+    bodies = make_requests(local, requests, candidates)
+    results = [in_process(local, bodies)]
+    started = url is None
+    if started:
+        url = start(settings, ServerOptions(port=port, replicas=replicas, access_log=False))
+    try:
+        results += http_levels(url, bodies, levels)  # type: ignore[arg-type]
+    finally:
+        if started:
+            stop()
+    view = Table(title=f"/v1/rank, {candidates} candidates, {requests} requests per level ({model})")
+    for col in ("mode", "concurrency", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "req/s"):
+        view.add_column(col, justify="right")
+    for r in results:
+        view.add_row(r.mode, str(r.concurrency), str(r.requests), str(r.errors), f"{r.p50_ms:.1f}", f"{r.p95_ms:.1f}",
+                     f"{r.p99_ms:.1f}", f"{r.rps:.1f}")
+    out.print(view)
+    if json_out:
+        json_out.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+
+
 @experiments_app.command("list")
 def experiments_list_cmd(directory: Annotated[Path, typer.Option(help="Folder of experiment TOMLs.")] = Path(__file__).resolve().parent.parent / "experiments") -> None:
     """The experiment configs: name, task, feature groups, description."""

@@ -11,7 +11,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def ensure_ray() -> None:
+def ensure_ray(metrics_port: int | None = None) -> None:
+    """`metrics_port`: where a local Ray exports Prometheus metrics (Ray Serve's ray_serve_*
+    included); a cluster joined through RAY_ADDRESS has its own."""
     import ray
 
     if ray.is_initialized():
@@ -25,7 +27,8 @@ def ensure_ray() -> None:
         # otherwise wait on each other forever (STACK.md). address="local": never attach by
         # surprise to some other cluster started on this machine; RAY_ADDRESS is the way in.
         ray.init(address="local", num_cpus=int(os.environ.get("RECSYS_RAY_CPUS", "4")), include_dashboard=False,
-                 log_to_driver=True, configure_logging=False)
+                 log_to_driver=True, configure_logging=False,
+                 **({"_metrics_export_port": metrics_port} if metrics_port else {}))
 
 
 def remote_call(fn: Callable[..., T], *args: Any, num_cpus: float = 1.0, **kwargs: Any) -> T:

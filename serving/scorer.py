@@ -36,14 +36,24 @@ class Scorer:
         last: datetime | None = self.log["ts"].max()  # type: ignore[assignment]
         self.as_of = (last + timedelta(microseconds=1)) if last else datetime.now().astimezone()
 
-    def features(self, frame: pl.DataFrame, ts: datetime | None = None) -> pl.DataFrame:
+    def features(self, frame: pl.DataFrame, ts: datetime | None = None, *, log: pl.DataFrame | None = None,
+                 totals: pl.DataFrame | None = None) -> pl.DataFrame:
         """Feature rows for unique (user_id, item_id) pairs of `frame`, as of `ts`."""
         pairs = frame.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)).unique(maintain_order=True)
         targets = pairs.with_columns(
             request_id=pl.col("user_id"),
             ts=pl.lit(ts or self.as_of).cast(pl.Datetime("us", "UTC")),
         )
-        return compute_features(self.groups, FeatureContext(targets, self.log, self.items, self.artefacts))
+        return self.features_of(targets, log=log, totals=totals)
+
+    def features_of(self, targets: pl.DataFrame, *, log: pl.DataFrame | None = None,
+                    totals: pl.DataFrame | None = None) -> pl.DataFrame:
+        """Feature rows for targets (request_id, user_id, item_id, ts; (request_id, item_id)
+        unique), in their order. `log` replaces the run's event log: online serving passes its
+        live log cut down to the requests' users and items, with `totals` = `global_totals` of
+        the whole live log."""
+        context = FeatureContext(targets, self.log if log is None else log, self.items, self.artefacts, totals)
+        return compute_features(self.groups, context)
 
     def score(self, frame: pl.DataFrame, ts: datetime | None = None, num_threads: int = 0) -> np.ndarray:
         """One finite score per row of `frame` (user_id, item_id), higher = more relevant."""

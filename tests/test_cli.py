@@ -61,3 +61,15 @@ def test_validate_catches_a_tampered_dataset(tmp_path: Path) -> None:
 def test_not_a_dataset_directory(tmp_path: Path) -> None:
     result = recsys("data", "describe", tmp_path)
     assert result.returncode == 2 and "not a dataset directory" in result.stderr
+
+
+def test_serve_and_online_report_refuse_bad_references_in_one_line(tmp_path: Path) -> None:
+    for args, expected in [
+        (("serve", "--run", tmp_path / "no-run"), "is not a trained run directory"),
+        (("serve", "--model", "models:/nope"), "expected models:/NAME@ALIAS"),
+        (("serve", "--model", "models:/nope@champion"), "not found in the registry"),
+        (("experiments", "online", "--state-dir", tmp_path), "feedback.jsonl not found"),
+    ]:
+        done = recsys(*args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert expected in done.stderr and "Traceback" not in done.stderr, done.stderr

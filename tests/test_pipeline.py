@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,8 @@ import pytest
 
 from recsys.config import load_config
 from recsys.errors import RecsysInputError
-from recsys.importers.events import import_events
 from recsys.pipeline import train
+from tests.shops import colour_shop
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,29 +26,6 @@ def ray_instance():
     ray.init(address="local", num_cpus=4, include_dashboard=False, configure_logging=False)
     yield
     ray.shutdown()
-
-
-def colour_shop(tmp: Path, users: int = 40, days: int = 12, seed: int = 0) -> Path:
-    """Half the users click only red items, half only blue: a known answer for the ranker."""
-    rng = np.random.default_rng(seed)
-    reds, blues = [f"red{n}" for n in range(12)], [f"blue{n}" for n in range(12)]
-    items = [(i, f"{i[:-1].title()} mug {i}", f"A {i.rstrip('0123456789')} ceramic mug") for i in reds + blues]
-    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
-    rows = []
-    for u in range(users):
-        liked = "red" if u % 2 == 0 else "blue"
-        for day in range(days):
-            ts = t0 + timedelta(days=day, hours=int(rng.integers(0, 20)), minutes=u)
-            shown = list(rng.choice(reds, 3, replace=False)) + list(rng.choice(blues, 3, replace=False))
-            for item in shown:
-                click = int(rng.random() < (0.7 if item.startswith(liked) else 0.03))
-                rows.append((f"user{u}", item, ts.isoformat(), click))
-    pl.DataFrame(items, schema=["item_id", "title", "text"], orient="row").with_columns(
-        category=pl.col("item_id").str.replace(r"\d+$", "")
-    ).write_csv(tmp / "items.csv")
-    pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp", "clicked"], orient="row").write_csv(tmp / "events.csv")
-    import_events(tmp / "events.csv", tmp / "items.csv", tmp / "shop")
-    return tmp / "shop"
 
 
 def test_ranker_learns_a_users_colour_and_stages_are_cached(tmp_path: Path) -> None:

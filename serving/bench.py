@@ -1,0 +1,104 @@
+"""`recsys bench serve`: /v1/rank latency over HTTP at several concurrencies, next to the
+in-process floor (the same RankingService called directly), so the serving overhead shows.
+
+Requests are made up from the run itself: active and unknown users, candidates drawn from the
+catalog with a fixed seed. Traffic goes to 127.0.0.1 only unless --url says otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from serving.api_models import RankRequest
+from serving.service import RankingService
+
+
+@dataclass(frozen=True)
+class LevelResult:
+    mode: str
+    concurrency: int
+    requests: int
+    errors: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    rps: float
+
+
+def make_requests(service: RankingService, n: int, candidates: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    snapshot = service.state.snapshot()
+    users = snapshot.log["user_id"].unique().sort().to_list()
+    items = sorted(service.arms["champion"].catalog)
+    k = min(candidates, len(items))
+    out = []
+    for r in range(n):
+        user = rng.choice(users) if r % 10 else f"new-user-{r}"  # one in ten is a cold user
+        out.append({"user_id": user, "item_ids": rng.sample(items, k), "top_k": 10})
+    return out
+
+
+def _summary(mode: str, concurrency: int, latencies: list[float], errors: int, seconds: float) -> LevelResult:
+    ms = np.asarray(latencies) * 1000.0
+    p50, p95, p99 = (float(np.percentile(ms, q)) for q in (50, 95, 99)) if len(ms) else (float("nan"),) * 3
+    return LevelResult(mode, concurrency, len(latencies) + errors, errors, p50, p95, p99, len(latencies) / seconds)
+
+
+def in_process(service: RankingService, requests: list[dict]) -> LevelResult:
+    parsed = [RankRequest(**r) for r in requests]
+    service.rank(parsed[0])  # warm-up: lazy loads
+    latencies = []
+    start = time.perf_counter()
+    for req in parsed:
+        t = time.perf_counter()
+        service.rank(req)
+        latencies.append(time.perf_counter() - t)
+    return _summary("in-process", 1, latencies, 0, time.perf_counter() - start)
+
+
+async def _http_level(url: str, requests: list[dict], concurrency: int) -> LevelResult:
+    import httpx
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
+    queue: asyncio.Queue[dict] = asyncio.Queue()
+    for r in requests:
+        queue.put_nowait(r)
+    latencies: list[float] = []
+    errors = 0
+
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=httpx.Limits(max_connections=concurrency)) as client:
+        await client.post("/v1/rank", json=requests[0])  # warm-up
+
+        async def worker() -> None:
+            nonlocal errors
+            while True:
+                try:
+                    body = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                t = time.perf_counter()
+                try:
+                    res = await client.post("/v1/rank", json=body)
+                    ok = res.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - t)
+                else:
+                    errors += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - start
+    return _summary("http", concurrency, latencies, errors, seconds)
+
+
+def http_levels(url: str, requests: list[dict], concurrencies: list[int]) -> list[LevelResult]:
+    return [asyncio.run(_http_level(url, requests, c)) for c in concurrencies]
+

@@ -1,0 +1,104 @@
+"""The Ray Serve application: replicas of the ranking service behind Serve's HTTP proxy.
+
+`recsys serve` calls `start`; on a cluster (`RAY_ADDRESS`) the same code runs unchanged. Each
+replica loads the models itself and tails the shared feedback log (serving/online.py), so
+replicas agree on what users did; the state directory must be on storage every replica sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+
+from serving.api_models import RankRequest, RankResponse
+from serving.refs import is_registry_ref, resolve
+from serving.service import RankingService, ServeSettings
+
+log = logging.getLogger(__name__)
+APP_NAME = "recsys"
+# One thread per library in a replica: a request is a few hundred rows, where thread pools cost
+# more than they give, and replicas (not threads) are how the service uses more cores.
+REPLICA_ENV = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@serve.deployment(name="ranker", max_ongoing_requests=32, health_check_period_s=5, health_check_timeout_s=30,
+                  graceful_shutdown_timeout_s=10)
+@serve.ingress()
+class RankingDeployment:
+    def __init__(self, settings: dict[str, Any]) -> None:
+        import torch
+
+        logging.basicConfig(level=logging.INFO)
+        torch.set_num_threads(1)
+        self.service = RankingService(ServeSettings(**settings))
+        self.service.start_watching()
+
+    def __serve_build_asgi_app__(self) -> Any:
+        from serving.http import build_app
+
+        return build_app(lambda: self.service, self.rank_batch)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def rank_batch(self, reqs: list[RankRequest]) -> list[RankResponse]:
+        # requests that arrive together share one feature pass and one LightGBM call; the work
+        # runs off the event loop so the next batch can gather meanwhile
+        return await asyncio.get_running_loop().run_in_executor(None, self.service.rank_many, reqs)
+
+    def check_health(self) -> None:
+        # Serve restarts a replica whose check raises; a loaded service with a readable log is healthy
+        self.service.health()
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    replicas: int = 1
+    replica_cpus: float = 1.0  # 0 lets replicas share cores with Ray Train/Data jobs (tests)
+    access_log: bool = True
+    metrics_port: int | None = None  # Prometheus metrics of a local Ray (ray_serve_* among them)
+
+
+def start(settings: ServeSettings, options: ServerOptions = ServerOptions()) -> str:
+    """Start (or update) the app on Ray Serve; returns its base URL. Non-blocking."""
+    from recsys.raytools import ensure_ray
+
+    settings = absolute(settings)
+    for ref in (settings.model, settings.challenger):
+        if ref:
+            resolve(ref, settings.tracking_uri)  # a wrong ref fails here, in one line, not in every replica
+    Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
+    ensure_ray(options.metrics_port)
+    serve.start(http_options={"host": options.host, "port": options.port})
+    app = RankingDeployment.options(
+        num_replicas=options.replicas, ray_actor_options={"num_cpus": options.replica_cpus, "runtime_env": {"env_vars": REPLICA_ENV}},
+        logging_config={"enable_access_log": options.access_log, "log_level": "INFO"},
+    ).bind(settings.to_dict())
+    serve.run(app, name=APP_NAME, route_prefix="/")
+    url = f"http://{options.host}:{options.port}"
+    log.info("serving %s at %s", settings.model, url)
+    return url
+
+
+def absolute(settings: ServeSettings) -> ServeSettings:
+    """Replicas may run in another working directory (or on another node): pass absolute paths
+    and the tracking URI resolved here, where the operator typed them."""
+    from recsys.tracking import tracking_uri
+
+    def path_or_ref(ref: str | None) -> str | None:
+        return ref if ref is None or is_registry_ref(ref) else str(Path(ref).resolve())
+
+    uri = tracking_uri(settings.tracking_uri)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return ServeSettings(**{**settings.to_dict(), "model": path_or_ref(settings.model), "challenger": path_or_ref(settings.challenger),
+                            "state_dir": str(Path(settings.state_dir).resolve()), "tracking_uri": uri})
+
+
+def stop() -> None:
+    serve.delete(APP_NAME)

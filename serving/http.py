@@ -1,0 +1,159 @@
+"""FastAPI routes over a RankingService: the JSON API, its OpenAPI schema and the demo shop page.
+
+Every client mistake is a 4xx whose body names the field (`detail[].loc`, and `message` in one
+line); an unexpected failure is logged with its traceback and answered 500 without internals.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving.api_models import FeedbackRequest, FeedbackResponse, Health, ModelInfo, RankRequest, RankResponse
+from serving.service import RankingService, RequestError
+
+log = logging.getLogger(__name__)
+PAGE = Path(__file__).resolve().parent / "static" / "index.html"
+
+
+def _where(loc: list | tuple) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes is answered 413 before the app sees
+    it, whether it declares its length or streams it in chunks (read up to the limit, then
+    handed on)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                return await self._refuse(send)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Callable) -> None:
+        body = json.dumps({"message": f"body: larger than {self.limit} bytes", "detail": [
+            {"loc": ["body"], "msg": f"larger than {self.limit} bytes", "type": "too_large"}]}).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _key_of(request: Request) -> str:
+    auth = request.headers.get("authorization", "")
+    return request.headers.get("x-api-key") or (auth[7:] if auth.lower().startswith("bearer ") else "")
+
+
+def build_app(get_service: Callable[[], RankingService],
+              rank_batched: Callable[[RankRequest], Awaitable[RankResponse]] | None = None) -> FastAPI:
+    """The routes; `rank_batched` (Ray Serve's `@serve.batch` method) ranks concurrent requests
+    together, otherwise each request is ranked on its own."""
+    app = FastAPI(
+        title="recsys ranking API",
+        version="1",
+        description="Rank candidate items for a user, with generated blurbs and reasons; record feedback.",
+    )
+
+    settings = get_service().settings
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    @app.middleware("http")
+    async def api_key(request: Request, call_next: Callable) -> Any:
+        if settings.api_key and request.url.path.startswith("/v1/") and not hmac.compare_digest(
+            _key_of(request).encode(), settings.api_key.encode()
+        ):
+            return JSONResponse(status_code=401, headers={"WWW-Authenticate": "Bearer"}, content={
+                "message": "header: X-API-Key (or Authorization: Bearer) missing or wrong",
+                "detail": [{"loc": ["header", "x-api-key"], "msg": "missing or wrong API key", "type": "auth"}]})
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in err.errors()]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        return JSONResponse(status_code=422, content={"message": f"{_where(first['loc'])}: {first['msg']}", "detail": errors})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        # e.g. a body that is not UTF-8 at all (400), an unknown path (404), a wrong method (405)
+        where = "body" if err.status_code == 400 else "path"
+        return JSONResponse(status_code=err.status_code, headers=getattr(err, "headers", None),
+                            content={"message": f"{where}: {err.detail}", "detail": [{"loc": [where], "msg": str(err.detail), "type": "http"}]})
+
+    @app.exception_handler(RequestError)
+    async def refused(_: Request, err: RequestError) -> JSONResponse:
+        return JSONResponse(status_code=err.status, content={
+            "message": f"{_where(err.loc)}: {err.message}", "detail": [{"loc": err.loc, "msg": err.message, "type": "limit"}],
+        })
+
+    @app.exception_handler(Exception)
+    async def crashed(_: Request, err: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(status_code=500, content={"message": "internal error; see the service log", "detail": []})
+
+    if rank_batched is None:
+        @app.post("/v1/rank", response_model=RankResponse, summary="Rank candidates for a user")
+        def rank(req: RankRequest) -> RankResponse:
+            return get_service().rank(req)
+    else:
+        @app.post("/v1/rank", response_model=RankResponse, summary="Rank candidates for a user")
+        async def rank_in_batches(req: RankRequest) -> RankResponse:
+            get_service().check(req)  # a bad request fails alone, before it joins a batch
+            return await rank_batched(req)
+
+    @app.post("/v1/feedback", response_model=FeedbackResponse, summary="Record impressions and clicks (durable)")
+    def feedback(req: FeedbackRequest) -> FeedbackResponse:
+        return get_service().feedback(req)
+
+    @app.get("/healthz", response_model=Health)
+    def healthz() -> Health:
+        return get_service().health()
+
+    @app.get("/v1/model", response_model=list[ModelInfo], summary="The loaded model of each arm")
+    def model() -> list[ModelInfo]:
+        return get_service().model_info()
+
+    @app.get("/v1/demo/users", summary="Active users to pick from (demo page)")
+    def demo_users(limit: int = Query(12, ge=1, le=200)) -> list[dict]:
+        return get_service().demo_users(limit)
+
+    @app.get("/v1/demo/candidates", summary="A spread of catalog item ids (demo page)")
+    def demo_candidates(limit: int = Query(60, ge=1, le=500)) -> list[str]:
+        return get_service().demo_candidates(limit)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(PAGE, media_type="text/html")
+
+    return app

@@ -1,0 +1,138 @@
+"""One loaded model ready to rank a request: the Scorer (the same code batch scoring runs), the
+catalog's titles and blurbs, and explanations from the ranker's contributions."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import polars as pl
+
+from models.blurbs.safety import Rules, extractive_summary
+from serving.api_models import Contribution, ModelInfo, RankedItem
+from serving.explain import reasons, top_features
+from serving.online import LogSnapshot
+from serving.refs import ResolvedModel
+from serving.scorer import Scorer
+
+
+TARGET_SCHEMA = {"request_id": pl.String, "user_id": pl.String, "item_id": pl.String, "ts": pl.Datetime("us", "UTC")}
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One validated request: candidates unique, top_k within bounds, ts in UTC."""
+
+    user_id: str
+    item_ids: list[str]
+    ts: datetime
+    top_k: int
+    explain: bool = True
+
+
+@dataclass
+class Ranking:
+    """What one request produced: the feature rows and scores of every candidate (in request
+    order, for the served-features log) and the ranked, explained top items."""
+
+    features: pl.DataFrame
+    scores: np.ndarray
+    items: list[RankedItem]
+
+
+class RankingModel:
+    def __init__(self, model: ResolvedModel, arm: str) -> None:
+        self.model = model
+        self.scorer = Scorer(model.run_dir)
+        items = self.scorer.items
+        self.catalog = {
+            r["item_id"]: r for r in items.select("item_id", "title", "text", "category").to_dicts()
+        }
+        blurbs = self.scorer.artefacts.get("blurbs")
+        self.blurbs: dict[str, tuple[str, str]] = {}
+        if blurbs is not None:
+            for r in blurbs.select("item_id", "blurb", "source").to_dicts():
+                if r["blurb"]:
+                    self.blurbs[r["item_id"]] = (r["blurb"], r["source"])
+        self.rules = Rules()
+        trained = (model.run_dir / "metrics.json")
+        self.info = ModelInfo(
+            arm=arm, ref=model.ref, run_dir=str(model.run_dir), model_name=model.name, version=model.version,
+            alias=model.alias,
+            trained_at=datetime.fromtimestamp(trained.stat().st_mtime, timezone.utc).isoformat() if trained.exists() else None,
+            features=self.scorer.ranker.features, feature_groups=self.scorer.ranker.groups,
+            loaded_at=datetime.now(timezone.utc).isoformat(),
+        )
+        self.loaded_monotonic = time.monotonic()
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.scorer.ranker.features
+
+    def blurb(self, item_id: str) -> tuple[str | None, str]:
+        """The checked generated blurb (or its flagged fallback) from the run; else an extractive
+        line of the catalog text, computed once; unknown items have none."""
+        if item_id in self.blurbs:
+            return self.blurbs[item_id]
+        row = self.catalog.get(item_id)
+        if row is None:
+            return None, "none"
+        text = extractive_summary(row["title"] or "", row["text"] or "", self.rules) or None
+        self.blurbs[item_id] = (text, "extractive") if text else (None, "none")  # type: ignore[assignment]
+        return self.blurbs[item_id]
+
+    def rank_many(self, snapshot: LogSnapshot, asks: list[Ask]) -> list[Ranking]:
+        """Rank several requests with one feature computation and one LightGBM call (what
+        `@serve.batch` hands over); a single request is a batch of one."""
+        targets = pl.concat([
+            pl.DataFrame({"request_id": str(n), "user_id": a.user_id, "item_id": a.item_ids,
+                          "ts": [a.ts] * len(a.item_ids)}, schema=TARGET_SCHEMA)
+            for n, a in enumerate(asks)
+        ])
+        users = sorted({a.user_id for a in asks})
+        items = sorted({i for a in asks for i in a.item_ids})
+        feats = self.scorer.features_of(targets, log=snapshot.view(users, items), totals=snapshot.totals)
+        # one thread: threads cost more than they save on a few hundred rows, and replicas
+        # (not threads) are how the service uses more cores
+        scores = self.scorer.ranker.predict(feats, num_threads=1)
+        bounds = np.cumsum([0] + [len(a.item_ids) for a in asks])
+        orders = [bounds[n] + np.argsort(-scores[bounds[n]:bounds[n + 1]], kind="stable")[:a.top_k] for n, a in enumerate(asks)]
+        explained = np.concatenate([o for o, a in zip(orders, asks) if a.explain]) if any(a.explain for a in asks) else np.zeros(0, int)
+        why: dict[int, str | None] = {}
+        tops: dict[int, list[tuple[str, float | None, float]]] = {}
+        if len(explained):
+            top = feats[explained.tolist()]
+            contrib = self.scorer.ranker.contributions(top, num_threads=1)
+            values = self.scorer.ranker.matrix(top)
+            categories = [(self.catalog.get(i) or {}).get("category") for i in top["item_id"].to_list()]
+            why = dict(zip(explained.tolist(), reasons(self.feature_names, values, contrib, categories)))
+            tops = dict(zip(explained.tolist(), top_features(self.feature_names, values, contrib)))
+        item_ids = feats["item_id"].to_list()
+        out = []
+        for n, order in enumerate(orders):
+            ranked = []
+            for rank, j in enumerate(order.tolist(), start=1):
+                row = self.catalog.get(item_ids[j]) or {}
+                blurb, source = self.blurb(item_ids[j])
+                ranked.append(RankedItem(
+                    item_id=item_ids[j], rank=rank, score=float(scores[j]), title=row.get("title"),
+                    category=row.get("category"), blurb=blurb, blurb_source=source, reason=why.get(j),  # type: ignore[arg-type]
+                    top_features=[Contribution(feature=f, value=v, contribution=c) for f, v, c in tops.get(j, [])],
+                ))
+            out.append(Ranking(feats[int(bounds[n]):int(bounds[n + 1])], scores[bounds[n]:bounds[n + 1]], ranked))
+        return out
+
+
+def served_record(request_id: str, arm: str, version: str | None, ts: datetime, user_id: str, ranking: Ranking,
+                  feature_names: list[str], context: dict) -> dict:
+    """One served-features log line: every candidate's feature values and score, columnar."""
+    feats = ranking.features
+    return {
+        "request_id": request_id, "arm": arm, "model_version": version, "ts": ts.isoformat(), "user_id": user_id,
+        "context": context, "item_ids": feats["item_id"].to_list(), "scores": [float(s) for s in ranking.scores],
+        "shown": [i.item_id for i in ranking.items],
+        "features": {f: feats[f].cast(pl.Float64).to_list() for f in feature_names},
+    }
+

@@ -1,0 +1,64 @@
+"""Model references: `models:/NAME@ALIAS`, `models:/NAME/VERSION` (the MLflow registry) or a run directory.
+
+A registered ranker version points at its MLflow run, whose `run_dir` tag names the directory the
+pipeline trained in; the service loads that whole run (ranker, feature state, interest model,
+blurbs), never an arbitrary pickled object.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from recsys.errors import RecsysInputError
+
+REGISTRY_REF = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))$")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    ref: str
+    run_dir: Path
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+
+
+def is_registry_ref(ref: str) -> bool:
+    return ref.startswith("models:/")
+
+
+def resolve(ref: str, tracking_uri: str = "") -> ResolvedModel:
+    if not is_registry_ref(ref):
+        run_dir = Path(ref).resolve()
+        if not (run_dir / "ranker" / "model.txt").exists():
+            raise RecsysInputError(f"model {ref!r}: {run_dir} is not a trained run directory (no ranker/model.txt)")
+        return ResolvedModel(ref, run_dir)
+    match = REGISTRY_REF.match(ref)
+    if not match:
+        raise RecsysInputError(f"model {ref!r}: expected models:/NAME@ALIAS, models:/NAME/VERSION or a run directory")
+    import mlflow
+    from mlflow import MlflowClient
+
+    from recsys.tracking import tracking_uri as default_uri
+
+    mlflow.set_tracking_uri(default_uri(tracking_uri))
+    client = MlflowClient()
+    name, alias = match["name"], match["alias"]
+    try:
+        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, match["version"])
+    except Exception as err:  # MlflowException: unknown model, alias or version
+        raise RecsysInputError(f"model {ref!r} not found in the registry at {mlflow.get_tracking_uri()}: {err}") from None
+    run_dir = client.get_run(mv.run_id).data.tags.get("run_dir")
+    if not run_dir or not (Path(run_dir) / "ranker" / "model.txt").exists():
+        raise RecsysInputError(f"model {ref!r} (version {mv.version}): its run directory {run_dir!r} is missing")
+    return ResolvedModel(ref, Path(run_dir), name, str(mv.version), alias)
+
+
+def current_version(ref: str, tracking_uri: str = "") -> str | None:
+    """The version an alias points at now (None for run directories and fixed versions)."""
+    match = REGISTRY_REF.match(ref)
+    if not match or not match["alias"]:
+        return None
+    return resolve(ref, tracking_uri).version

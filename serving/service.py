@@ -1,0 +1,215 @@
+"""The ranking service without HTTP: arms (A/B), the live log, ranking, feedback, hot swaps.
+
+The FastAPI routes (serving/http.py) and the Ray Serve deployment (serving/deploy.py) are thin
+layers over this class, so tests can drive it directly too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from serving.api_models import FeedbackRequest, FeedbackResponse, Health, ModelInfo, RankRequest, RankResponse
+from serving.eventlog import JsonlLog
+from serving.online import OnlineState
+from serving.ranking import Ask, RankingModel, served_record
+from serving.refs import current_version, is_registry_ref, resolve
+
+log = logging.getLogger(__name__)
+SERVED_FILE = "served.jsonl"
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    model: str = "models:/recsys-ranker@champion"  # a registry ref or a run directory
+    challenger: str | None = None  # second arm for an A/B split
+    challenger_share: float = 0.0  # of users (sticky by hash), 0..1
+    state_dir: str = "serving_state"  # feedback.jsonl (durable) and served.jsonl (features served)
+    clock: str = "log"  # "log" or "wall", see OnlineState.now
+    max_candidates: int = 500
+    max_feedback_events: int = 1000
+    reload_seconds: float = 30.0  # how often registry aliases are checked for a new version
+    tracking_uri: str = ""
+    ab_salt: str = "recsys-ab"
+    api_key: str | None = None  # when set, every /v1/* call needs it (X-API-Key or Authorization: Bearer)
+    max_body_bytes: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.challenger_share <= 1.0:
+            raise ValueError(f"challenger_share={self.challenger_share}, expected 0..1")
+        if self.challenger_share > 0 and not self.challenger:
+            raise ValueError("challenger_share > 0 needs a challenger model")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __repr__(self) -> str:  # never print the key into a log
+        shown = {**asdict(self), "api_key": "***" if self.api_key else None}
+        return f"ServeSettings({shown})"
+
+
+class RequestError(Exception):
+    """A bad request the client can fix: HTTP `status`, the offending field's location, a message."""
+
+    def __init__(self, loc: list[str | int], message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.loc, self.message, self.status = loc, message, status
+
+
+def arm_of(user_id: str, settings: ServeSettings) -> str:
+    """Sticky per user: the same user always lands in the same arm for a given salt."""
+    if not settings.challenger or settings.challenger_share <= 0:
+        return CHAMPION
+    bucket = int.from_bytes(hashlib.sha256(f"{settings.ab_salt}:{user_id}".encode()).digest()[:8], "big") % 10_000
+    return CHALLENGER if bucket < settings.challenger_share * 10_000 else CHAMPION
+
+
+class RankingService:
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        refs = {CHAMPION: settings.model, **({CHALLENGER: settings.challenger} if settings.challenger else {})}
+        self.refs = refs
+        self.arms: dict[str, RankingModel] = {arm: RankingModel(resolve(ref, settings.tracking_uri), arm) for arm, ref in refs.items()}
+        state_dir = Path(settings.state_dir)
+        # the champion's training-state log seeds the live log; feedback extends it
+        self.state = OnlineState(self.arms[CHAMPION].scorer.log, state_dir, settings.clock)
+        self.served = JsonlLog(state_dir / SERVED_FILE)
+        self.swaps = 0
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # -- requests ---------------------------------------------------------------------------
+    def check(self, req: RankRequest) -> None:
+        """The configured limits (the schema's are hard ceilings): a RequestError names the field."""
+        limit = self.settings.max_candidates
+        if len(req.item_ids) > limit:
+            raise RequestError(["body", "item_ids"], f"{len(req.item_ids)} candidates; at most {limit} are allowed")
+        seen: dict[str, int] = {}
+        for n, item_id in enumerate(req.item_ids):
+            if item_id in seen:
+                raise RequestError(["body", "item_ids", n], f"duplicate item id {item_id!r} (first at index {seen[item_id]})")
+            seen[item_id] = n
+
+    def rank(self, req: RankRequest) -> RankResponse:
+        self.check(req)
+        return self.rank_many([req])[0]
+
+    def rank_many(self, reqs: list[RankRequest]) -> list[RankResponse]:
+        """Checked requests, ranked together per arm (one feature pass, one LightGBM call)."""
+        snapshot = self.state.refresh()
+        now = self.state.now()
+        arms = [arm_of(r.user_id, self.settings) for r in reqs]
+        responses: list[RankResponse | None] = [None] * len(reqs)
+        for arm in sorted(set(arms)):
+            model = self.arms[arm]  # read once: a hot swap mid-batch does not mix two models
+            which = [n for n, a in enumerate(arms) if a == arm]
+            asks = [Ask(reqs[n].user_id, reqs[n].item_ids, _utc(reqs[n].context.ts) if reqs[n].context.ts else now,
+                        min(reqs[n].top_k or len(reqs[n].item_ids), len(reqs[n].item_ids)), reqs[n].explain) for n in which]
+            rankings = model.rank_many(snapshot, asks)
+            records = []
+            for n, ask, ranking in zip(which, asks, rankings):
+                req, request_id = reqs[n], uuid.uuid4().hex
+                records.append(served_record(request_id, arm, model.info.version, ask.ts, req.user_id, ranking,
+                                             model.feature_names, req.context.model_dump(mode="json")))
+                responses[n] = RankResponse(
+                    request_id=request_id, user_id=req.user_id, arm=arm, model_version=model.info.version, ts=ask.ts,
+                    known_user=snapshot.known_user(req.user_id),
+                    unknown_items=sum(1 for i in req.item_ids if i not in model.catalog), items=ranking.items,
+                )
+            self.served.append(records, durable=False)
+        return responses  # type: ignore[return-value]
+
+    def feedback(self, req: FeedbackRequest) -> FeedbackResponse:
+        limit = self.settings.max_feedback_events
+        if len(req.events) > limit:
+            raise RequestError(["body", "events"], f"{len(req.events)} events; at most {limit} per call are allowed")
+        now = self.state.now()
+        received = datetime.now(timezone.utc).isoformat()
+        rows = []
+        for event in req.events:
+            ts = _utc(event.ts) if event.ts else now
+            rows.append({
+                "request_id": event.request_id or f"{event.user_id}#online", "user_id": event.user_id,
+                "item_id": event.item_id, "ts": ts.isoformat(), "position": event.position, "clicked": event.clicked,
+                "rating": event.rating, "arm": arm_of(event.user_id, self.settings), "received_at": received,
+            })
+        size = self.state.append(rows)
+        return FeedbackResponse(accepted=len(rows), log_offset=size)
+
+    def health(self) -> Health:
+        return Health(status="ok", arms={a: m.info.version for a, m in self.arms.items()},
+                      events=self.state.snapshot().log.height)
+
+    def model_info(self) -> list[ModelInfo]:
+        return [m.info for m in self.arms.values()]
+
+    # -- the demo page's pickers ---------------------------------------------------------------
+    def demo_users(self, limit: int) -> list[dict]:
+        """The most active users, with their latest clicked titles, to pick from."""
+        import polars as pl
+
+        model = self.arms[CHAMPION]
+        clicks = self.state.snapshot().log.filter(pl.col("clicked") == 1).sort("ts")
+        top = clicks.group_by("user_id").agg(clicks=pl.len(), recent=pl.col("item_id").tail(3)).sort(["clicks", "user_id"], descending=[True, False]).head(limit)
+        return [{"user_id": r["user_id"], "clicks": r["clicks"],
+                 "recent": [(model.catalog.get(i) or {}).get("title") or i for i in r["recent"]]} for r in top.to_dicts()]
+
+    def demo_candidates(self, limit: int) -> list[str]:
+        """A fixed spread of the catalog: the most shown items of each category, in turn."""
+        import polars as pl
+
+        model = self.arms[CHAMPION]
+        shown = self.state.snapshot().log.group_by("item_id").agg(n=pl.len())
+        items = (model.scorer.items.select("item_id", pl.col("category").fill_null("?"))
+                 .join(shown, on="item_id", how="left").with_columns(pl.col("n").fill_null(0))
+                 .sort(["n", "item_id"], descending=[True, False])
+                 .with_columns(turn=pl.int_range(pl.len()).over("category")).sort(["turn", "category"]))
+        return items["item_id"].head(limit).to_list()
+
+    # -- hot swap ---------------------------------------------------------------------------
+    def check_aliases(self) -> list[str]:
+        """Load a new version for every arm whose registry alias moved; returns the arms swapped.
+        The new model is fully loaded before the swap, so requests never wait or fail."""
+        swapped = []
+        for arm, ref in self.refs.items():
+            if not is_registry_ref(ref):
+                continue
+            try:
+                version = current_version(ref, self.settings.tracking_uri)
+                if version is None or version == self.arms[arm].info.version:
+                    continue
+                fresh = RankingModel(resolve(ref, self.settings.tracking_uri), arm)
+            except Exception:  # a registry hiccup must not take the service down: keep serving
+                log.exception("checking %s for a new version failed; still serving version %s", ref, self.arms[arm].info.version)
+                continue
+            log.info("%s: %s moved from version %s to %s; swapped in", arm, ref, self.arms[arm].info.version, fresh.info.version)
+            self.arms[arm] = fresh
+            self.swaps += 1
+            swapped.append(arm)
+        return swapped
+
+    def start_watching(self) -> None:
+        if self._watcher or not any(is_registry_ref(r) for r in self.refs.values()) or self.settings.reload_seconds <= 0:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(self.settings.reload_seconds):
+                self.check_aliases()
+
+        self._watcher = threading.Thread(target=loop, name="alias-watcher", daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _utc(ts: datetime) -> datetime:
+    """A naive timestamp is UTC, as in the importers."""
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+
