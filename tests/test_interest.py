@@ -57,6 +57,10 @@ def test_config_rejects_unknown_keys_and_bad_values() -> None:
         InterestConfig(**{"no_such_knob": 1})
     with pytest.raises(ValueError, match="loss='hinge'"):
         InterestConfig(loss="hinge")
+    with pytest.raises(ValueError, match="select_metric='mrr'"):
+        InterestConfig(select_metric="mrr")
+    with pytest.raises(ValueError, match="catalog_negatives=-1"):
+        InterestConfig(catalog_negatives=-1)
     assert InterestConfig.from_dict(TINY.to_dict()) == TINY
 
 
@@ -267,3 +271,56 @@ def test_keeps_pretrained_when_fine_tuning_never_beats_it(ray_local: str, shop: 
     assert json.loads((zero / "metrics.json").read_text())["kept"] == "pretrained"
     (ids_a, a), (ids_b, b) = read_embeddings(out / "item_embeddings.parquet"), read_embeddings(zero / "item_embeddings.parquet")
     assert ids_a == ids_b and np.allclose(a, b, atol=1e-6)
+
+
+def test_inbatch_loss_masks_same_request_clicks_and_trains_a_projection(shop: Dataset, tmp_path: Path) -> None:
+    """loss="inbatch" (every distinct candidate of the batch + catalog extras as negatives) lowers
+    the training loss of a tiny model whose only item-side weights are the projection; another
+    click of the same history is not counted as a miss; the projection starts as the identity
+    and is saved and loaded with the model."""
+    import torch
+
+    from models.interest.loop import ItemCache, batch_inputs, inbatch_loss, training_loss, with_catalog_negatives
+    from models.interest.model import InterestModel, encode_texts, load_tokenizer, new_encoder
+    from models.interest.samples import to_index
+    from models.interest.text import item_texts
+
+    cfg = replace(TINY, loss="inbatch", catalog_negatives=8, trainable_layers=0, projection=True, pooling="mean")
+    texts = item_texts(shop.items)["item_text"].to_list()
+    item_index = {i: n for n, i in enumerate(shop.items["item_id"].to_list())}
+    tokenizer = load_tokenizer()
+    model = InterestModel(cfg, new_encoder(cfg))
+    model.freeze_lower()
+    cache = ItemCache(model, tokenizer, texts, list(range(len(texts))), cfg)
+    plain = InterestModel(replace(cfg, projection=False), model.encoder).eval()
+    assert torch.allclose(cache.vectors(model, 16), encode_texts(plain, tokenizer, texts, cfg.max_len), atol=1e-5)
+
+    # two samples with one history and different clicks: each other's click is masked out
+    hist, cand = np.array([[0, 1], [0, 1]]), np.array([[2, 3], [4, 3]])
+    inputs = batch_inputs(hist, cand, cache, cache.vectors(model, 16))
+    with torch.no_grad():
+        logits = model(**{**inputs, "cand_idx": torch.arange(3).expand(2, -1)})  # columns: items 2, 3, 4
+        expected = torch.nn.functional.cross_entropy(logits[:, [0, 1, 2]].masked_fill(
+            torch.tensor([[False, False, True], [True, False, False]]), -1e4), torch.tensor([0, 2]))
+        assert torch.allclose(inbatch_loss(model, inputs), expected, atol=1e-5)
+
+    split = time_split(shop.events)
+    idx = to_index(train_lists(split.train, cfg.history_len, cfg.negatives, 0, 32), item_index, cfg.history_len)
+    rng = np.random.default_rng(0)
+    opt = torch.optim.AdamW(model.item_parameters() + model.head_parameters(), lr=1e-2)
+    model.train()
+    losses = []
+    for _ in range(30):
+        bank = cache.vectors(model, 16)
+        cand = with_catalog_negatives(idx["cand"], cache.rows, cfg.catalog_negatives, rng)
+        loss = training_loss(model, batch_inputs(idx["hist"], cand, cache, bank), cfg.loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.05, losses
+    assert not torch.allclose(model.projection.weight, torch.eye(model.dim))
+    model.eval()
+    model.save(tmp_path / "m", tokenizer)
+    loaded, tok = InterestModel.load(tmp_path / "m")
+    assert torch.allclose(encode_texts(loaded, tok, texts[:8], cfg.max_len), cache.vectors(model, 16)[:8], atol=1e-5)

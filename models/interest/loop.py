@@ -31,12 +31,49 @@ STATE_FILE, BEST_FILE = "state.pt", "best.pt"
 
 
 def loss_fn(logits: torch.Tensor, loss: str) -> torch.Tensor:
-    """Column 0 is the click. listwise: NRMS softmax cross-entropy; bce: each candidate alone."""
-    if loss == "listwise":
+    """Column 0 is the click. listwise: NRMS softmax cross-entropy; bce: each candidate alone.
+    (inbatch builds its own columns: `training_loss`.)"""
+    if loss in ("listwise", "inbatch"):
         return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long))
     labels = torch.zeros_like(logits)
     labels[:, 0] = 1.0
     return F.binary_cross_entropy_with_logits(logits, labels)
+
+
+def inbatch_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Two-tower softmax: each user against every distinct candidate of the batch (all clicks,
+    impression negatives and catalog extras). Another sample's click counts as a negative,
+    except for a sample with the same history (another click of the same request: not a miss)."""
+    cand = inputs["cand_idx"]
+    cols = torch.unique(cand)  # candidate positions only: history items must not be negatives
+    logits = model(**{**inputs, "cand_idx": cols.expand(cand.shape[0], -1)})
+    target = torch.searchsorted(cols, cand[:, 0])
+    hist = inputs["hist_idx"]
+    same = (hist.unsqueeze(1) == hist.unsqueeze(0)).all(-1) & (cand[:, :1] != cand[:, 0].unsqueeze(0))
+    other_click = torch.zeros_like(logits, dtype=torch.bool)
+    rows, cols_of = same.nonzero(as_tuple=True)
+    other_click[rows, target[cols_of]] = True
+    return F.cross_entropy(logits.masked_fill(other_click, -1e4), target)
+
+
+def training_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor], loss: str) -> torch.Tensor:
+    return inbatch_loss(model, inputs) if loss == "inbatch" else loss_fn(model(**inputs), loss)
+
+
+def with_catalog_negatives(cand: np.ndarray, cache_rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Append `n` random catalog item rows as extra columns shared by the batch (inbatch only:
+    the listwise/bce columns are each sample's own impression)."""
+    if n == 0:
+        return cand
+    extra = rng.choice(cache_rows, size=min(n, len(cache_rows)), replace=False)
+    return np.concatenate([cand, np.broadcast_to(extra, (cand.shape[0], len(extra)))], axis=1)
+
+
+def selection_score(metrics: dict[str, float], how: str) -> float:
+    """The number that decides the best weights; -inf when undefined (NaN)."""
+    auc, ndcg = metrics["valid_auc"], metrics["valid_ndcg@10"]
+    value = {"ndcg@10": ndcg, "auc": auc, "mean": (auc + ndcg) / 2}[how]
+    return value if value == value else -math.inf
 
 
 class ItemCache:
@@ -177,10 +214,9 @@ def train_loop(config: dict[str, Any]) -> None:
     model.freeze_lower()
     texts, item_index = config["texts"], config["item_index"]
     valid = _shard(config["valid"], rank, world)
-    optimizer = torch.optim.AdamW([
-        {"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": cfg.lr},
-        {"params": model.head_parameters(), "lr": cfg.head_lr, "weight_decay": 0.0},
-    ], weight_decay=cfg.weight_decay)
+    groups = [{"params": model.item_parameters(), "lr": cfg.lr},
+              {"params": model.head_parameters(), "lr": cfg.head_lr, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "batch": 0, "step": 0, "history": [], "best": -math.inf, "bad_epochs": 0,
              "samples": 0, "train_seconds": 0.0, "kept": "pretrained"}
     best_weights = None
@@ -223,22 +259,25 @@ def train_loop(config: dict[str, Any]) -> None:
         # nDCG@10, or the pretrained weights are kept (state["kept"]).
         metrics = evaluate()
         state["history"].append({"epoch": -1, "step": 0, "model": "pretrained", **metrics})
-        state["best"] = metrics["valid_ndcg@10"] if metrics["valid_ndcg@10"] == metrics["valid_ndcg@10"] else -math.inf
+        state["best"] = selection_score(metrics, cfg.select_metric)
 
     def judge() -> None:
         """Validate now; keep these weights when they beat the best so far (the pretrained start
-        included), else count one more validation without improvement."""
+        included) by min_gain, else count one more validation without improvement."""
         nonlocal best_weights
         metrics = evaluate()
         state["validated_step"] = state["step"]
         state["history"].append({"epoch": state["epoch"], "step": state["step"], "model": "fine-tuned", **metrics})
-        if metrics["valid_ndcg@10"] > state["best"]:
-            state["best"], state["bad_epochs"], state["kept"] = metrics["valid_ndcg@10"], 0, "fine-tuned"
+        score = selection_score(metrics, cfg.select_metric)
+        if score > state["best"] + cfg.min_gain:
+            state["best"], state["bad_epochs"], state["kept"] = score, 0, "fine-tuned"
+            state["best_step"] = state["step"]
             best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             state["bad_epochs"] += 1
 
     bank = None
+    negatives_rng = np.random.default_rng(cfg.seed + 7919 * rank + state["step"])  # resumes draw afresh
     while state["epoch"] < cfg.epochs and state["step"] < max_steps:
         model.train()
         started = time.perf_counter()
@@ -250,8 +289,11 @@ def train_loop(config: dict[str, Any]) -> None:
             if not cfg.history_grad and (bank is None or state["step"] % cfg.bank_refresh_every == 0):
                 bank = cache.vectors(model, cfg.embed_batch_size)  # history vectors, refreshed now and then
                 model.train()  # vectors() ran in eval mode (no dropout)
-            inputs = batch_inputs(np.stack(batch["hist"]), np.stack(batch["cand"]), cache, bank)
-            loss = loss_fn(ddp(**inputs), cfg.loss)
+            cand = np.stack(batch["cand"])
+            if cfg.loss == "inbatch":
+                cand = with_catalog_negatives(cand, cache.rows, cfg.catalog_negatives, negatives_rng)
+            inputs = batch_inputs(np.stack(batch["hist"]), cand, cache, bank)
+            loss = training_loss(ddp, inputs, cfg.loss)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)

@@ -1,6 +1,7 @@
 """The network: a BERT text encoder (item tower), history pooling (user tower), cosine match.
 
-item vector  = L2-normalised mean of the encoder's token states (sentence-transformers recipe)
+item vector  = L2-normalised mean of the encoder's token states (sentence-transformers recipe),
+               optionally through a linear projection (identity at the start) and normalised again
 user vector  = L2-normalised pooling of the history's item vectors: mean, or NRMS additive
                attention whose query starts at zero, so an untrained model pools by the mean
 score        = cosine(user, item); training logits = scale * score (+ bias for BCE)
@@ -105,14 +106,21 @@ class InterestModel(nn.Module):
         dim = encoder.config.hidden_size
         self.dim = dim
         self.user_tower = UserTower(dim, cfg.pooling)
+        self.projection = nn.Linear(dim, dim, bias=False) if cfg.projection else None
+        if self.projection is not None:
+            nn.init.eye_(self.projection.weight)  # the start is the pretrained encoder exactly
         self.log_scale = nn.Parameter(torch.tensor(float(cfg.init_scale)).log())
         self.bias = nn.Parameter(torch.zeros(()))
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(n, len) word pieces -> (n, d) unit item vectors."""
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self._pool(states, attention_mask)
+
+    def _pool(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         m = attention_mask.unsqueeze(-1).to(states.dtype)
-        return F.normalize((states * m).sum(1) / m.sum(1).clamp_min(1e-9), dim=-1)
+        vecs = F.normalize((states * m).sum(1) / m.sum(1).clamp_min(1e-9), dim=-1)
+        return vecs if self.projection is None else F.normalize(self.projection(vecs), dim=-1)
 
     # -- the frozen-lower / trainable-top split ----------------------------------------------------
     def split_layer(self) -> int:
@@ -150,8 +158,7 @@ class InterestModel(nn.Module):
     def encode_states(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Cached lower states -> (n, d) unit item vectors through the trainable top layers."""
         top = self._layers(states, attention_mask, self.split_layer(), len(self.encoder.encoder.layer))
-        m = attention_mask.unsqueeze(-1).to(top.dtype)
-        return F.normalize((top * m).sum(1) / m.sum(1).clamp_min(1e-9), dim=-1)
+        return self._pool(top, attention_mask)
 
     def users(self, hist_vecs: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
         return self.user_tower(hist_vecs, hist_mask)
@@ -170,8 +177,14 @@ class InterestModel(nn.Module):
         cos = (users.unsqueeze(1) * cands).sum(-1)
         return self.log_scale.exp() * cos + self.bias
 
+    def item_parameters(self) -> list[nn.Parameter]:
+        """What shapes item vectors: trainable encoder layers and the projection (trained at `lr`)."""
+        proj = [] if self.projection is None else list(self.projection.parameters())
+        return [p for p in self.encoder.parameters() if p.requires_grad] + proj
+
     def head_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.named_parameters() if not n.startswith("encoder.")]
+        """User tower, scale and bias: they start untrained and take `head_lr`."""
+        return [p for n, p in self.named_parameters() if not n.startswith(("encoder.", "projection."))]
 
     def save(self, path: Path, tokenizer) -> None:  # noqa: ANN001 - transformers tokenizer
         """model/ = encoder/ (HF weights + tokenizer), head.pt, interest_config.json."""

@@ -25,7 +25,8 @@ import torch
 
 from models.interest.config import InterestConfig
 from models.interest.embed import EMBEDDINGS_FILE, embed_items, read_embeddings
-from models.interest.loop import BEST_FILE, STATE_FILE, needed_rows, summarize_valid, train_loop, validate
+from models.interest.loop import (BEST_FILE, STATE_FILE, needed_rows, selection_score, summarize_valid, train_loop,
+                                  validate)
 from models.interest.model import CONFIG_FILE, InterestModel, encode_texts, load_tokenizer, new_encoder
 from models.interest.samples import to_index, train_lists, valid_frame
 from models.interest.text import item_texts
@@ -143,11 +144,13 @@ def _write_metrics(out_dir: Path, cfg: InterestConfig, state: dict[str, Any], n_
     kept = state.get("kept", "fine-tuned")
     # the evaluation of the weights that were saved: the pretrained one, or the best epoch
     candidates = [e for e in epochs if e.get("model", "fine-tuned") == kept] or epochs
-    best = max(candidates, key=lambda e: e["valid_ndcg@10"] if e["valid_ndcg@10"] == e["valid_ndcg@10"] else -1.0) if candidates else {}
+    # the validation whose weights were saved (a later one within min_gain of it was not kept)
+    saved = [e for e in candidates if kept == "fine-tuned" and e.get("step") == state.get("best_step")]
+    best = saved[-1] if saved else max(candidates, key=lambda e: selection_score(e, cfg.select_metric), default={})
     seconds = state.get("train_seconds", 0.0)
     metrics = {
         "valid_auc": best.get("valid_auc"), "valid_ndcg@10": best.get("valid_ndcg@10"),
-        "best_epoch": best.get("epoch"), "epochs": epochs, "kept": kept,
+        "best_epoch": best.get("epoch"), "epochs": epochs, "kept": kept, "select_metric": cfg.select_metric,
         "cache_seconds": state.get("cache_seconds"), "steps": state.get("step", 0),
         "train_samples": state.get("samples", 0), "train_lists_available": n_lists,
         "train_seconds": seconds, "resumed_from_steps": state.get("resumed_from", []),
