@@ -349,3 +349,35 @@ def test_api_key_and_body_limit(runs: dict, tmp_path: Path) -> None:
 
     res = client.post("/v1/rank", content=chunks(), headers={"X-API-Key": "s3cret-key", "Content-Type": "application/json"})
     assert res.status_code == 413
+
+
+def test_schemathesis_finds_no_server_error_in_a_thousand_cases(server: str) -> None:
+    """Fuzz every operation of the running service's OpenAPI schema, valid and invalid inputs
+    (schemathesis' positive and negative modes): every answer is < 500."""
+    import requests
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{server}/openapi.json")
+    plan = [("/v1/rank", "POST", GenerationMode.POSITIVE, 350), ("/v1/rank", "POST", GenerationMode.NEGATIVE, 350),
+            ("/v1/feedback", "POST", GenerationMode.POSITIVE, 200), ("/v1/feedback", "POST", GenerationMode.NEGATIVE, 200),
+            ("/v1/model", "GET", GenerationMode.POSITIVE, 20), ("/healthz", "GET", GenerationMode.POSITIVE, 20),
+            ("/v1/demo/users", "GET", GenerationMode.NEGATIVE, 40), ("/v1/demo/candidates", "GET", GenerationMode.NEGATIVE, 40)]
+    statuses: list[int] = []
+    errors: list[str] = []
+    session = requests.Session()
+    for path, method, mode, examples in plan:
+        @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(case=schema[path][method].as_strategy(generation_mode=mode))
+        def call(case) -> None:  # noqa: ANN001
+            res = case.call(base_url=server, session=session, timeout=60)
+            statuses.append(res.status_code)
+            if res.status_code >= 500:
+                errors.append(f"{method} {path} {mode.value}: {res.status_code} {res.text[:200]} for {case.body!r:.300}")
+
+        call()
+    assert not errors, errors[:5]
+    assert len(statuses) >= 1000, len(statuses)  # some operations have fewer distinct cases than asked
+    assert any(s == 200 for s in statuses) and any(400 <= s < 500 for s in statuses)
