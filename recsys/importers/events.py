@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from recsys.importers.common import UnknownItems, finish_import
-from recsys.tables import parse_iso_utc, raw_json, scan_table
+from recsys.tables import parse_iso_utc, scan_table
 from recsys.validate import DEFAULT_MAX_TEXT_CHARS, DEFAULT_SESSION_GAP_MINUTES, check_items
 
 EVENT_COLUMNS = ["user_id", "item_id", "timestamp", "clicked"]
@@ -24,9 +24,8 @@ ITEM_OPTIONAL = ["category", "attributes", "created_at"]
 
 def _scan(path: Path, label: str, required: list[str], optional: list[str]) -> tuple[pl.LazyFrame, list[str]]:
     """The file with `raw` (the source row as JSON) and every optional column (null when absent)."""
-    lf, ignored = scan_table(path, label, required, optional)
+    lf, ignored = scan_table(path, label, required, optional, with_raw=True)
     names = lf.collect_schema().names()
-    lf = lf.with_columns(raw_json([c for c in names if c != "line"]))
     return lf.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in optional if c not in names), ignored
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from recsys.importers.common import UnknownItems, finish_import
-from recsys.tables import blank, raw_json, scan_table
+from recsys.tables import blank, plausible, raw_json, scan_table
 from recsys.validate import DEFAULT_MAX_TEXT_CHARS, check_items
 
 NEWS_COLUMNS = ["news_id", "category", "subcategory", "title", "abstract", "url", "title_entities", "abstract_entities"]
@@ -50,8 +50,7 @@ def read_behaviors(path: Path) -> tuple[pl.LazyFrame, pl.LazyFrame]:
         lf.with_columns(token=tokens)
         .with_columns(position=pl.int_ranges(1, pl.col("token").list.len() + 1, dtype=pl.Int32))
         .explode("token", "position")
-        .filter(~blank(pl.col("token")) | ~blank(pl.col("impressions")))
-    )
+    )  # a line with no impressions gives one row with an empty token: a missing_item_id reject
     label = pl.col("token").str.extract(r"-([01])$", 1)
     events = events.select(
         "line",
@@ -59,7 +58,7 @@ def read_behaviors(path: Path) -> tuple[pl.LazyFrame, pl.LazyFrame]:
         request_id=pl.col("impression_id").str.strip_chars(),
         user_id=pl.col("user_id"),
         item_id=pl.col("token").str.replace(r"-[^-]*$", ""),
-        ts=pl.col("time").str.strip_chars().str.to_datetime(MIND_TIME, time_unit="us", time_zone="UTC", strict=False),
+        ts=plausible(pl.col("time").str.strip_chars().str.to_datetime(MIND_TIME, time_unit="us", time_zone="UTC", strict=False)),
         position="position",
         clicked=label.cast(pl.Int8),
         rating=pl.lit(None, dtype=pl.Float32),

@@ -59,6 +59,7 @@ def read_movies(directory: Path, max_text_chars: int, with_tags: bool) -> pl.Dat
 def read_ratings(path: Path, click_threshold: float) -> pl.LazyFrame:
     lf, _ = scan_table(path, "RATINGS", ["userId", "movieId", "rating", "timestamp"])
     rating = pl.col("rating").cast(pl.Float32, strict=False)
+    rating = pl.when(rating.is_finite()).then(rating).otherwise(None)  # nan/inf are no rating
     return lf.select(
         "line",
         raw_json(["userId", "movieId", "rating", "timestamp"]),
