@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,42 @@ class ServerOptions:
     metrics_port: int | None = None  # Prometheus metrics of a local Ray (ray_serve_* among them)
 
 
+def builder_settings(args: dict[str, Any]) -> tuple[ServeSettings, ServerOptions]:
+    """Builder args (strings from `serve run k=v`, typed values from a YAML config) -> settings.
+    `api_key_env` names an environment variable holding the API key (a Kubernetes Secret)."""
+    args = dict(args)
+    key_env = args.pop("api_key_env", None)
+    if key_env and os.environ.get(key_env):
+        args["api_key"] = os.environ[key_env]
+    server_fields = ("replicas", "replica_cpus", "access_log")
+    unknown = set(args) - {f.name for f in fields(ServeSettings)} - set(server_fields)
+    if unknown:
+        raise ValueError(f"unknown serve argument(s) {sorted(unknown)}; known: "
+                         f"{sorted([f.name for f in fields(ServeSettings)] + list(server_fields))} and api_key_env")
+
+    def typed(default: Any, value: Any) -> Any:
+        if isinstance(default, bool):
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        return type(default)(value) if isinstance(default, (int, float)) else value
+
+    base, server = ServeSettings(), ServerOptions()
+    settings = {k: typed(getattr(base, k), v) for k, v in args.items() if k not in server_fields}
+    options = {k: typed(getattr(server, k), v) for k, v in args.items() if k in server_fields}
+    return ServeSettings(**settings), ServerOptions(**options)
+
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """A Ray Serve application builder: `serve run serving.deploy:app_builder model=... state_dir=...`,
+    or `import_path: serving.deploy:app_builder` with `args:` in a Serve config / KubeRay RayService.
+    Args are ServeSettings fields plus `replicas`, `replica_cpus`, `access_log` and `api_key_env`."""
+    settings, options = builder_settings(args)
+    return RankingDeployment.options(
+        num_replicas=options.replicas,
+        ray_actor_options={"num_cpus": options.replica_cpus, "runtime_env": {"env_vars": REPLICA_ENV}},
+        logging_config={"enable_access_log": options.access_log, "log_level": "INFO"},
+    ).bind(absolute(settings).to_dict())
+
+
 def start(settings: ServeSettings, options: ServerOptions = ServerOptions()) -> str:
     """Start (or update) the app on Ray Serve; returns its base URL. Non-blocking."""
     from recsys.raytools import ensure_ray
@@ -75,10 +112,8 @@ def start(settings: ServeSettings, options: ServerOptions = ServerOptions()) -> 
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     ensure_ray(options.metrics_port)
     serve.start(http_options={"host": options.host, "port": options.port})
-    app = RankingDeployment.options(
-        num_replicas=options.replicas, ray_actor_options={"num_cpus": options.replica_cpus, "runtime_env": {"env_vars": REPLICA_ENV}},
-        logging_config={"enable_access_log": options.access_log, "log_level": "INFO"},
-    ).bind(settings.to_dict())
+    app = app_builder({**settings.to_dict(), "replicas": options.replicas, "replica_cpus": options.replica_cpus,
+                       "access_log": options.access_log})
     serve.run(app, name=APP_NAME, route_prefix="/")
     url = f"http://{options.host}:{options.port}"
     log.info("serving %s at %s", settings.model, url)
