@@ -18,6 +18,14 @@ def test_a_faithful_blurb_passes_unchanged() -> None:
     assert (verdict.source, verdict.reason, verdict.blurb) == ("generated", None, GOOD)
 
 
+def test_a_capitalised_hyphenated_source_word_is_not_an_invented_brand() -> None:
+    # The title's casing "T-Shirt" used to flag "Shirt" as a made-up brand (found by benchmarks/blurbs_eval.py).
+    title, text = "Northwind Minimalist Green Merino T-Shirt", "The minimalist t-shirt in green merino by Northwind."
+    verdict = review("Northwind Minimalist Green Merino T-Shirt, made for summer days.", title, text, RULES)
+    assert (verdict.source, verdict.reason) == ("generated", None)
+    assert review("A green merino T-Shirt by Northwind-Zephyr for summer.", title, text, RULES).reason == "invented_brand"
+
+
 @pytest.mark.parametrize(
     ("blurb", "reason"),
     [

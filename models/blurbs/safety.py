@@ -107,6 +107,7 @@ def _vocab_hits(text: str, vocab: frozenset[str]) -> set[str]:
 def _invented_proper_nouns(blurb: str, source: str) -> set[str]:
     """Capitalised words not at a sentence start and absent from the source (a made-up brand)."""
     src = {w.lower() for w in words(source)}
+    src |= {part for w in src for part in re.split(r"['-]", w) if part}  # "T-Shirt" matches as "Shirt"
     found = set()
     for m in re.finditer(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-zA-Z]+\b", blurb):
         if m.start() > 0 and m.group(0).lower() not in src and m.group(0) != "I":
