@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import polars as pl
 
-from features.pointintime import global_totals, last_before, sums_before, totals_before
+from features.pointintime import global_totals, last_before, sums_before, sums_over, totals_before
 from features.registry import KEYS, FeatureContext, FeatureSpec, register
 
 F32 = pl.Float32
@@ -54,9 +54,7 @@ def item_popularity(ctx: FeatureContext) -> pl.DataFrame:
     log, totals = _counts(ctx.log), _totals(ctx)
     t = _with_prior(totals, ctx.targets.select(*KEYS, "ts"))
     day, week = timedelta(days=1), timedelta(days=7)
-    out = sums_before(log, t, ["item_id"], ["clicks"], day, "_1d")
-    out = sums_before(log, out, ["item_id"], ["clicks", "shown"], week, "_7d")
-    out = sums_before(log, out, ["item_id"], ["clicks", "shown"], None, "_all")
+    out = sums_over(log, t, ["item_id"], ["clicks", "shown"], {"_1d": day, "_7d": week, "_all": None})
     out = out.with_columns(_total_7d=totals_before(totals, t, week)["clicks"])
     out = last_before(ctx.log.filter(pl.col("clicked") == 1), out, ["item_id"], "item_days_since_click")
     wanted = ctx.targets.select("item_id").unique()

@@ -21,6 +21,18 @@ def sums_before(
 ) -> pl.DataFrame:
     """targets (with `by` columns and `ts`) + one column per value: the sum over events with the
     same `by` keys and ts in [ts - window, ts) (or (-inf, ts) without a window). Row order kept."""
+    return sums_over(events, targets, by, values, {suffix: window})
+
+
+def sums_over(
+    events: pl.DataFrame,
+    targets: pl.DataFrame,
+    by: list[str],
+    values: list[str],
+    windows: dict[str, timedelta | None],
+) -> pl.DataFrame:
+    """`sums_before` for several windows at once (column `{value}{suffix}` per window), sharing
+    one running-sum table: online serving pays per polars call, not per row."""
     # only the targets' keys matter; online serving passes a handful of keys and a big log
     keys = events.join(targets.select(by).unique(), on=by, how="semi")
     # sorting by ts alone (not by the string keys) is enough: cum_sum().over() follows row order
@@ -37,11 +49,14 @@ def sums_before(
         ).sort("_row")
 
     now = cum_at(keyed)
-    sums = [now[f"_cum_{v}"].fill_null(0.0) for v in values]
-    if window is not None:
-        then = cum_at(keyed.with_columns(pl.col("ts") - window))
-        sums = [s - then[f"_cum_{v}"].fill_null(0.0) for s, v in zip(sums, values)]
-    return targets.with_columns(s.alias(f"{v}{suffix}") for s, v in zip(sums, values))
+    columns = []
+    for suffix, window in windows.items():
+        sums = [now[f"_cum_{v}"].fill_null(0.0) for v in values]
+        if window is not None:
+            then = cum_at(keyed.with_columns(pl.col("ts") - window))
+            sums = [s - then[f"_cum_{v}"].fill_null(0.0) for s, v in zip(sums, values)]
+        columns += [s.alias(f"{v}{suffix}") for s, v in zip(sums, values)]
+    return targets.with_columns(columns)
 
 
 def last_before(events: pl.DataFrame, targets: pl.DataFrame, by: list[str], name: str) -> pl.DataFrame:

@@ -102,11 +102,12 @@ def train(cfg: RunConfig, data_dir: Path, run_dir: Path, *, track: bool = True, 
     split_key = _key(data_hash, asdict(cfg.split), cfg.ranker.task, str(periods))
     interest_key = blurbs_key = "off"
     if cfg.stages.interest:
-        interest_key = _key(split_key, cfg.interest)
+        # the resolved config, defaults included: a changed default reruns the stage
+        interest_key = _key(split_key, asdict(interest_config(cfg)))
         cache.run("interest", interest_key, run_dir / "interest" / "metrics.json",
                   lambda: _run_interest(cfg, data, periods, split.valid, run_dir / "interest"))
     if cfg.stages.blurbs:
-        blurbs_key = _key(split_key, cfg.blurbs, interest_key)
+        blurbs_key = _key(split_key, asdict(blurb_config(cfg)), interest_key)
         cache.run("blurbs", blurbs_key, run_dir / "blurbs" / "blurbs.parquet",
                   lambda: _run_blurbs(cfg, data, periods, run_dir / "blurbs", cache_dir))
     cfg_json = cfg.to_json()
