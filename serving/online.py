@@ -38,9 +38,6 @@ class LogSnapshot:
         """The events of these users and of these items: all the per-key features read."""
         return self.log.filter(pl.col("user_id").is_in(user_ids) | pl.col("item_id").is_in(item_ids))
 
-    def known_user(self, user_id: str) -> bool:
-        return self.log.select((pl.col("user_id") == user_id).any()).item()
-
 
 def events_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
     """Feedback log rows -> the events schema (extra keys such as `arm` are dropped here)."""

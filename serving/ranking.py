@@ -3,7 +3,6 @@ catalog's titles and blurbs, and explanations from the ranker's contributions.""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -40,6 +39,7 @@ class Ranking:
     features: pl.DataFrame
     scores: np.ndarray
     items: list[RankedItem]
+    known_user: bool  # the live log has events of this user
 
 
 class RankingModel:
@@ -65,7 +65,6 @@ class RankingModel:
             features=self.scorer.ranker.features, feature_groups=self.scorer.ranker.groups,
             loaded_at=datetime.now(timezone.utc).isoformat(),
         )
-        self.loaded_monotonic = time.monotonic()
 
     @property
     def feature_names(self) -> list[str]:
@@ -93,7 +92,9 @@ class RankingModel:
         ])
         users = sorted({a.user_id for a in asks})
         items = sorted({i for a in asks for i in a.item_ids})
-        feats = self.scorer.features_of(targets, log=snapshot.view(users, items), totals=snapshot.totals)
+        view = snapshot.view(users, items)  # every event of these users is in it
+        known = set(view.filter(pl.col("user_id").is_in(users))["user_id"].unique().to_list())
+        feats = self.scorer.features_of(targets, log=view, totals=snapshot.totals)
         # one thread: threads cost more than they save on a few hundred rows, and replicas
         # (not threads) are how the service uses more cores
         scores = self.scorer.ranker.predict(feats, num_threads=1)
@@ -121,7 +122,8 @@ class RankingModel:
                     category=row.get("category"), blurb=blurb, blurb_source=source, reason=why.get(j),  # type: ignore[arg-type]
                     top_features=[Contribution(feature=f, value=v, contribution=c) for f, v, c in tops.get(j, [])],
                 ))
-            out.append(Ranking(feats[int(bounds[n]):int(bounds[n + 1])], scores[bounds[n]:bounds[n + 1]], ranked))
+            out.append(Ranking(feats[int(bounds[n]):int(bounds[n + 1])], scores[bounds[n]:bounds[n + 1]], ranked,
+                               asks[n].user_id in known))
         return out
 
 

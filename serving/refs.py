@@ -55,10 +55,3 @@ def resolve(ref: str, tracking_uri: str = "") -> ResolvedModel:
         raise RecsysInputError(f"model {ref!r} (version {mv.version}): its run directory {run_dir!r} is missing")
     return ResolvedModel(ref, Path(run_dir), name, str(mv.version), alias)
 
-
-def current_version(ref: str, tracking_uri: str = "") -> str | None:
-    """The version an alias points at now (None for run directories and fixed versions)."""
-    match = REGISTRY_REF.match(ref)
-    if not match or not match["alias"]:
-        return None
-    return resolve(ref, tracking_uri).version

@@ -18,7 +18,7 @@ from serving.api_models import FeedbackRequest, FeedbackResponse, Health, ModelI
 from serving.eventlog import JsonlLog
 from serving.online import OnlineState
 from serving.ranking import Ask, RankingModel, served_record
-from serving.refs import current_version, is_registry_ref, resolve
+from serving.refs import is_registry_ref, resolve
 
 log = logging.getLogger(__name__)
 SERVED_FILE = "served.jsonl"
@@ -80,7 +80,6 @@ class RankingService:
         # the champion's training-state log seeds the live log; feedback extends it
         self.state = OnlineState(self.arms[CHAMPION].scorer.log, state_dir, settings.clock)
         self.served = JsonlLog(state_dir / SERVED_FILE)
-        self.swaps = 0
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -119,7 +118,7 @@ class RankingService:
                                              model.feature_names, req.context.model_dump(mode="json")))
                 responses[n] = RankResponse(
                     request_id=request_id, user_id=req.user_id, arm=arm, model_version=model.info.version, ts=ask.ts,
-                    known_user=snapshot.known_user(req.user_id),
+                    known_user=ranking.known_user,
                     unknown_items=sum(1 for i in req.item_ids if i not in model.catalog), items=ranking.items,
                 )
             self.served.append(records, durable=False)
@@ -181,16 +180,15 @@ class RankingService:
             if not is_registry_ref(ref):
                 continue
             try:
-                version = current_version(ref, self.settings.tracking_uri)
-                if version is None or version == self.arms[arm].info.version:
+                resolved = resolve(ref, self.settings.tracking_uri)  # one registry lookup per check
+                if resolved.alias is None or resolved.version == self.arms[arm].info.version:
                     continue
-                fresh = RankingModel(resolve(ref, self.settings.tracking_uri), arm)
+                fresh = RankingModel(resolved, arm)
             except Exception:  # a registry hiccup must not take the service down: keep serving
                 log.exception("checking %s for a new version failed; still serving version %s", ref, self.arms[arm].info.version)
                 continue
             log.info("%s: %s moved from version %s to %s; swapped in", arm, ref, self.arms[arm].info.version, fresh.info.version)
             self.arms[arm] = fresh
-            self.swaps += 1
             swapped.append(arm)
         return swapped
 

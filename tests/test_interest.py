@@ -217,24 +217,33 @@ def test_pretrained_minilm_zero_shot_knows_colours(ray_local: str, tmp_path: Pat
     assert margins[0] > 0 and margins[1] > 0, margins
 
 
+def tiny_model_and_cache(shop: Dataset, cfg: InterestConfig) -> tuple:
+    """A tiny untrained model with frozen lower layers and the cache of every catalog item's
+    lower-layer states: texts, item_index, tokenizer, model, cache."""
+    from models.interest.loop import ItemCache
+    from models.interest.model import InterestModel, load_tokenizer, new_encoder
+    from models.interest.text import item_texts
+
+    texts = item_texts(shop.items)["item_text"].to_list()
+    item_index = {i: n for n, i in enumerate(shop.items["item_id"].to_list())}
+    tokenizer = load_tokenizer()
+    model = InterestModel(cfg, new_encoder(cfg))
+    model.freeze_lower()
+    return texts, item_index, tokenizer, model, ItemCache(model, tokenizer, texts, list(range(len(texts))), cfg)
+
+
 def test_top_layer_cache_trains_only_the_top_layer_and_saves_a_whole_encoder(shop: Dataset, tmp_path: Path) -> None:
     """trainable_layers=1: the cached lower states + top layer give the full encoder's vectors;
     training steps change only the last layer (and the head); the saved encoder loads and
     encodes like the trained model."""
     import torch
 
-    from models.interest.loop import ItemCache, batch_inputs, loss_fn
-    from models.interest.model import InterestModel, encode_texts, load_tokenizer, new_encoder
+    from models.interest.loop import batch_inputs, loss_fn
+    from models.interest.model import InterestModel, encode_texts
     from models.interest.samples import to_index
-    from models.interest.text import item_texts
 
     cfg = replace(TINY, trainable_layers=1, lr=1e-2, head_lr=1e-2)
-    texts = item_texts(shop.items)["item_text"].to_list()
-    item_index = {i: n for n, i in enumerate(shop.items["item_id"].to_list())}
-    tokenizer = load_tokenizer()
-    model = InterestModel(cfg, new_encoder(cfg))
-    model.freeze_lower()
-    cache = ItemCache(model, tokenizer, texts, list(range(len(texts))), cfg)
+    texts, item_index, tokenizer, model, cache = tiny_model_and_cache(shop, cfg)
     assert torch.allclose(cache.vectors(model, 16), encode_texts(model, tokenizer, texts, cfg.max_len), atol=1e-5)
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     split = time_split(shop.events)
@@ -280,18 +289,12 @@ def test_inbatch_loss_masks_same_request_clicks_and_trains_a_projection(shop: Da
     and is saved and loaded with the model."""
     import torch
 
-    from models.interest.loop import ItemCache, batch_inputs, inbatch_loss, training_loss, with_catalog_negatives
-    from models.interest.model import InterestModel, encode_texts, load_tokenizer, new_encoder
+    from models.interest.loop import batch_inputs, inbatch_loss, training_loss, with_catalog_negatives
+    from models.interest.model import InterestModel, encode_texts
     from models.interest.samples import to_index
-    from models.interest.text import item_texts
 
     cfg = replace(TINY, loss="inbatch", catalog_negatives=8, trainable_layers=0, projection=True, pooling="mean")
-    texts = item_texts(shop.items)["item_text"].to_list()
-    item_index = {i: n for n, i in enumerate(shop.items["item_id"].to_list())}
-    tokenizer = load_tokenizer()
-    model = InterestModel(cfg, new_encoder(cfg))
-    model.freeze_lower()
-    cache = ItemCache(model, tokenizer, texts, list(range(len(texts))), cfg)
+    texts, item_index, tokenizer, model, cache = tiny_model_and_cache(shop, cfg)
     plain = InterestModel(replace(cfg, projection=False), model.encoder).eval()
     assert torch.allclose(cache.vectors(model, 16), encode_texts(plain, tokenizer, texts, cfg.max_len), atol=1e-5)
 
