@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
 import polars as pl
 
 from features.pointintime import global_totals, last_before, sums_before, sums_over, totals_before
-from features.registry import KEYS, FeatureContext, FeatureSpec, register
+from features.registry import KEYS, FeatureContext, FeatureSpec, MomentContext, MomentValues, at_moment, register
+from features.state import UNKNOWN_CATEGORY, whole_seconds
 
 F32 = pl.Float32
 PRIOR_IMPRESSIONS = 20.0  # smoothing strength: a CTR counts as this many impressions at the global rate
@@ -30,6 +32,27 @@ def _with_prior(totals: pl.DataFrame, targets: pl.DataFrame) -> pl.DataFrame:
     every = totals_before(totals, targets)
     prior = (every["clicks"] / every["shown"]).fill_nan(0.0).fill_null(0.0)
     return targets.with_columns(_prior=prior)
+
+
+DAY_US, WEEK_US = 86_400_000_000, 7 * 86_400_000_000
+
+
+def _prior_at(ctx: MomentContext) -> np.ndarray:
+    """`_prior` of each target row from the state: the global click rate before its ts."""
+    clicks, shown = ctx.state.everything.counts_many(ctx.ts)
+    return np.divide(clicks, shown, out=np.zeros_like(clicks), where=shown > 0)
+
+
+def _smoothed(clicks: np.ndarray, shown: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """`_smoothed_ctr` in numpy: the same float64 operations in the same order."""
+    return (clicks + PRIOR_IMPRESSIONS * prior) / (shown + PRIOR_IMPRESSIONS)
+
+
+def _days(since: np.ndarray, now: np.ndarray) -> pl.Series:
+    """Days from `since` (µs; NaN = none) to `now`, as polars computes them (null for none)."""
+    known = ~np.isnan(since)
+    delta = np.where(known, now - np.nan_to_num(since).astype(np.int64), 0)
+    return pl.Series(np.where(known, whole_seconds(delta) / 86_400.0, np.nan), nan_to_null=True)
 
 
 def _counts(log: pl.DataFrame) -> pl.DataFrame:
@@ -77,6 +100,38 @@ def item_popularity(ctx: FeatureContext) -> pl.DataFrame:
     )
 
 
+@at_moment("item_popularity")
+def item_popularity_at(ctx: MomentContext) -> MomentValues:
+    prior = _prior_at(ctx)
+    rows: dict[tuple[str, int], list[float]] = {}
+    for item, t in zip(ctx.targets["item_id"].to_list(), ctx.ts.tolist()):
+        if (item, t) in rows:
+            continue
+        counts = ctx.state.items.get(item)
+        trail = counts.trail if counts else None
+        c_all, s_all = trail.counts(t) if trail else (0.0, 0.0)
+        c_1d, _ = trail.counts(t, t - DAY_US) if trail else (0.0, 0.0)
+        c_7d, s_7d = trail.counts(t, t - WEEK_US) if trail else (0.0, 0.0)
+        created = ctx.state.created.get(item)
+        since = created if created is not None else (int(trail.ts[0]) if trail is not None and len(trail.ts) else None)
+        last = counts.last_click if counts else None
+        rows[(item, t)] = [c_1d, c_7d, c_all, s_7d, s_all, np.nan if last is None else last, np.nan if since is None else since]
+    v = np.array([rows[key] for key in zip(ctx.targets["item_id"].to_list(), ctx.ts.tolist())], dtype=np.float64).reshape(-1, 7)
+    c_1d, c_7d, c_all, s_7d, s_all, last, since = v.T
+    total_7d, _ = ctx.state.everything.counts_many(ctx.ts, ctx.ts - WEEK_US)
+    return {
+        "item_clicks_1d": c_1d,
+        "item_clicks_7d": c_7d,
+        "item_clicks_all": c_all,
+        "item_shown_7d": s_7d,
+        "item_ctr_7d": _smoothed(c_7d, s_7d, prior),
+        "item_ctr_all": _smoothed(c_all, s_all, prior),
+        "item_click_share_7d": c_7d / np.maximum(total_7d, 1.0),
+        "item_days_since_click": _days(last, ctx.ts),
+        "item_age_days": _days(since, ctx.ts),
+    }
+
+
 @register(
     "user_activity",
     [
@@ -98,6 +153,20 @@ def user_activity(ctx: FeatureContext) -> pl.DataFrame:
         user_ctr=_smoothed_ctr(pl.col("clicks"), pl.col("shown")),
         user_days_since_click="user_days_since_click",
     )
+
+
+@at_moment("user_activity")
+def user_activity_at(ctx: MomentContext) -> MomentValues:
+    users = [ctx.state.users.get(u) for u in ctx.targets["user_id"].to_list()]
+    shown = np.array([u.shown if u else 0.0 for u in users])
+    clicks = np.array([u.clicks if u else 0.0 for u in users])
+    last = np.array([u.last_click if u and u.last_click is not None else np.nan for u in users], dtype=np.float64)
+    return {
+        "user_shown_all": shown,
+        "user_clicks_all": clicks,
+        "user_ctr": _smoothed(clicks, shown, _prior_at(ctx)),
+        "user_days_since_click": _days(last, ctx.ts),
+    }
 
 
 @register(
@@ -129,8 +198,37 @@ def user_affinity(ctx: FeatureContext) -> pl.DataFrame:
     )
 
 
+@at_moment("user_affinity")
+def user_affinity_at(ctx: MomentContext) -> MomentValues:
+    state, zero = ctx.state, [0.0, 0.0]
+    rows = []
+    for user_id, item in zip(ctx.targets["user_id"].to_list(), ctx.targets["item_id"].to_list()):
+        user = state.users.get(user_id)
+        if user is None:
+            rows.append((0.0, 0.0, 0.0, 0.0, 0.0))
+            continue
+        cat = user.by_category.get(state.category.get(item, UNKNOWN_CATEGORY), zero)
+        seen = user.by_item.get(item, zero)
+        rows.append((cat[0], cat[1], user.clicks, seen[0], seen[1]))
+    clicks_cat, shown_cat, clicks_user, clicks_item, shown_item = np.array(rows, dtype=np.float64).reshape(-1, 5).T
+    return {
+        "user_category_clicks": clicks_cat,
+        "user_category_share": (clicks_cat + 1.0 / state.n_categories) / (clicks_user + 1.0),
+        "user_category_ctr": _smoothed(clicks_cat, shown_cat, _prior_at(ctx)),
+        "user_item_shown": shown_item,
+        "user_item_clicks": clicks_item,
+    }
+
+
 @register("position", [FeatureSpec("position", F32, "slot the item was shown in (re-ranking logs only; null when unknown)")])
 def position(ctx: FeatureContext) -> pl.DataFrame:
     if "position" in ctx.targets.columns:
         return ctx.targets.select(*KEYS, position=pl.col("position"))
     return ctx.targets.select(*KEYS, position=pl.lit(None, dtype=F32))
+
+
+@at_moment("position")
+def position_at(ctx: MomentContext) -> MomentValues:
+    if "position" in ctx.targets.columns:
+        return {"position": ctx.targets["position"]}
+    return {"position": pl.Series([None] * ctx.targets.height, dtype=F32)}

@@ -14,7 +14,8 @@ import numpy as np
 import polars as pl
 
 from features.history import click_histories
-from features.registry import KEYS, FeatureContext, FeatureSpec, register
+from features.registry import KEYS, FeatureContext, FeatureSpec, MomentContext, MomentValues, at_moment, register
+from features.text import histories_at
 
 HISTORY_LEN = 10
 WORD = r"[A-Za-z][A-Za-z'-]*|\d+(?:[.,]\d+)?"  # the same word rule as the blurb length checks
@@ -54,12 +55,26 @@ def _interest_scores(blurb_texts: list[str | None], hists: list[list[str]], scor
     requires=("blurbs", "interest"),
 )
 def blurb_features(ctx: FeatureContext) -> pl.DataFrame:
-    blurbs = ctx.artefacts["blurbs"].select("item_id", "blurb", "source").unique("item_id", keep="last")
-    rows = ctx.targets.select(*KEYS, "user_id", "ts").join(blurbs, on="item_id", how="left", maintain_order="left")
+    rows = _with_blurbs(ctx.targets.select(*KEYS, "user_id", "ts"), ctx.artefacts["blurbs"])
     scores = _interest_scores(rows["blurb"].to_list(), histories(rows, ctx.log), ctx.artefacts["interest"])
-    return rows.select(
-        *KEYS,
-        blurb_interest=pl.Series(scores, dtype=pl.Float32),
-        blurb_words=pl.col("blurb").str.count_matches(WORD).fill_null(0).cast(pl.Int32),
-        blurb_fallback=(pl.col("source") != "generated").fill_null(True).cast(pl.Int8),
-    )
+    return rows.select(*KEYS, blurb_interest=pl.Series(scores, dtype=pl.Float32), **_blurb_shape())
+
+
+@at_moment("blurb")
+def blurb_features_at(ctx: MomentContext) -> MomentValues:
+    rows = _with_blurbs(ctx.targets.select("item_id"), ctx.artefacts["blurbs"])
+    scores = _interest_scores(rows["blurb"].to_list(), histories_at(ctx, HISTORY_LEN), ctx.artefacts["interest"])
+    shape = rows.select(**_blurb_shape())
+    return {"blurb_interest": pl.Series(scores, dtype=pl.Float32), **{c: shape[c] for c in shape.columns}}
+
+
+def _with_blurbs(rows: pl.DataFrame, blurbs: pl.DataFrame) -> pl.DataFrame:
+    shown = blurbs.select("item_id", "blurb", "source").unique("item_id", keep="last")
+    return rows.join(shown, on="item_id", how="left", maintain_order="left")
+
+
+def _blurb_shape() -> dict[str, pl.Expr]:
+    return {
+        "blurb_words": pl.col("blurb").str.count_matches(WORD).fill_null(0).cast(pl.Int32),
+        "blurb_fallback": (pl.col("source") != "generated").fill_null(True).cast(pl.Int8),
+    }

@@ -4,17 +4,27 @@ description. Experiment configs list group names; an unknown name fails at confi
 A group is a pure function `compute(ctx) -> pl.DataFrame` returning one row per target row, keyed
 by (request_id, item_id), with exactly its declared feature columns. Point-in-time rule: a feature
 of a target row may only use log events with `ts` strictly before that row's `ts`.
+
+A group may also have an `at_moment(ctx) -> {feature: values}` twin that reads the log's running
+counters (`features.state.LogState`) instead of the log: the same features for targets later than
+every logged event (serving and batch scoring), for the cost of lookups. Both must give identical
+values; tests/test_moment.py checks every group that has one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 import polars as pl
 
 from recsys.errors import RecsysInputError
+
+if TYPE_CHECKING:
+    from features.state import LogState
 
 KEYS = ("request_id", "item_id")
 
@@ -47,11 +57,26 @@ class FeatureContext:
 
 
 @dataclass(frozen=True)
+class MomentContext:
+    """What an `at_moment` twin may look at: targets (request_id, user_id, item_id, ts) all later
+    than every event in `state`, their ts as UTC microseconds, the state, and the artefacts."""
+
+    targets: pl.DataFrame
+    ts: np.ndarray
+    state: LogState
+    artefacts: dict[str, Any] = field(default_factory=dict)
+
+
+MomentValues = dict[str, "np.ndarray | pl.Series"]
+
+
+@dataclass(frozen=True)
 class FeatureGroup:
     name: str
     specs: tuple[FeatureSpec, ...]
     compute: Callable[[FeatureContext], pl.DataFrame]
     requires: tuple[str, ...] = ()  # artefact names that must be present in the context
+    at_moment: Callable[[MomentContext], MomentValues] | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -68,6 +93,19 @@ def register(name: str, specs: list[FeatureSpec], requires: tuple[str, ...] = ()
         if name in REGISTRY:
             raise ValueError(f"feature group '{name}' is registered twice")
         REGISTRY[name] = FeatureGroup(name, tuple(specs), fn, requires)
+        return fn
+
+    return wrap
+
+
+def at_moment(name: str) -> Callable[[Callable[[MomentContext], MomentValues]], Callable[[MomentContext], MomentValues]]:
+    """Decorator: the counters-based twin of the registered group `name` (same features, same values)."""
+
+    def wrap(fn: Callable[[MomentContext], MomentValues]) -> Callable[[MomentContext], MomentValues]:
+        group = REGISTRY.get(name)
+        if group is None or group.at_moment is not None:
+            raise ValueError(f"at_moment('{name}'): register the group first, and give it one twin")
+        REGISTRY[name] = replace(group, at_moment=fn)
         return fn
 
     return wrap
@@ -106,6 +144,28 @@ def compute_features(groups: list[FeatureGroup], ctx: FeatureContext) -> pl.Data
             raise AssertionError(f"bug: group '{group.name}' returned {frame.columns}, declared {sorted(expected)}")
         if frame.height != ctx.targets.height:
             raise AssertionError(f"bug: group '{group.name}' returned {frame.height} rows for {ctx.targets.height} targets")
-        frame = frame.with_columns(pl.col(s.name).cast(s.dtype) for s in group.specs)
+        frame = frame.select(*KEYS, *(pl.col(s.name).cast(s.dtype) for s in group.specs))
         out = out.join(frame, on=list(KEYS), how="left", maintain_order="left")
     return out
+
+
+def compute_at_moment(groups: list[FeatureGroup], ctx: MomentContext) -> pl.DataFrame:
+    """What `compute_features` returns, from the groups' `at_moment` twins (each must have one)."""
+    names = [n for g in groups for n in g.feature_names]
+    out = ctx.targets.drop([c for c in ctx.targets.columns if c in names])
+    columns = []
+    for group in groups:
+        missing = [a for a in group.requires if a not in ctx.artefacts]
+        if missing:
+            raise RecsysInputError(f"feature group '{group.name}' needs stage output(s) {missing}")
+        if group.at_moment is None:
+            raise ValueError(f"feature group '{group.name}' has no at_moment twin")
+        values = group.at_moment(ctx)
+        if set(values) != set(group.feature_names):
+            raise AssertionError(f"bug: at_moment '{group.name}' returned {sorted(values)}, declared {group.feature_names}")
+        for spec in group.specs:
+            column = pl.Series(spec.name, values[spec.name])
+            if column.len() != ctx.targets.height:
+                raise AssertionError(f"bug: at_moment '{group.name}' returned {column.len()} rows for {ctx.targets.height} targets")
+            columns.append(column.cast(spec.dtype))
+    return out.with_columns(columns)

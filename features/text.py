@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 
 from features.history import click_histories
-from features.registry import KEYS, FeatureContext, FeatureSpec, register
+from features.registry import KEYS, FeatureContext, FeatureSpec, MomentContext, MomentValues, at_moment, register
 
 HISTORY_LENGTH = 10
 
@@ -28,3 +28,17 @@ def interest(ctx: FeatureContext) -> pl.DataFrame:
     return rows.select(*KEYS, interest_history_len=pl.col("history").list.len()).with_columns(
         interest_score=pl.Series(scores)
     )
+
+
+def histories_at(ctx: MomentContext, length: int) -> list[list[str]]:
+    """Per target row, the user's last `length` clicks from the state (what `click_histories` gives
+    for a moment after the whole log)."""
+    users = ctx.state.users
+    return [users[u].history(length) if u in users else [] for u in ctx.targets["user_id"].to_list()]
+
+
+@at_moment("interest")
+def interest_at(ctx: MomentContext) -> MomentValues:
+    lists = histories_at(ctx, HISTORY_LENGTH)
+    scores = np.asarray(ctx.artefacts["interest"].score(lists, ctx.targets["item_id"].to_list()), dtype=np.float32)
+    return {"interest_score": scores, "interest_history_len": np.array([len(h) for h in lists], dtype=np.int32)}

@@ -3,6 +3,11 @@
 Candidates are cut into shards of `shard_rows` in file order; each finished shard is written
 atomically under OUT.parts/, so a rerun after a kill scores only the missing shards. The result
 has exactly one row per candidate row, in the input order.
+
+One Ray Data pipeline streams every missing shard through `workers` long-lived actors (each
+loads the run once); the driver collects each shard's rows as they come back and writes the
+shard when it is complete. Data moves through Ray's object store, so it runs unchanged on a
+cluster (`RAY_ADDRESS`).
 """
 
 from __future__ import annotations
@@ -23,16 +28,16 @@ log = logging.getLogger(__name__)
 
 
 class ScoreBatch:
-    """A Ray Data actor: loads the Scorer once, scores batches of pairs."""
+    """A Ray Data actor: loads the Scorer once, scores batches of pairs (shard and row kept)."""
 
     def __init__(self, run_dir: str) -> None:
         from serving.scorer import Scorer
 
         self.scorer = Scorer(Path(run_dir))
 
-    def __call__(self, batch: dict) -> dict:
-        frame = pl.DataFrame({"user_id": batch["user_id"], "item_id": batch["item_id"]})
-        return {"user_id": batch["user_id"], "item_id": batch["item_id"], "score": self.scorer.score(frame)}
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        frame = pl.from_arrow(batch)
+        return frame.with_columns(score=pl.Series(self.scorer.score(frame), dtype=pl.Float64)).to_arrow()  # type: ignore[union-attr]
 
 
 def read_candidates(path: Path) -> pl.DataFrame:
@@ -54,28 +59,15 @@ def read_candidates(path: Path) -> pl.DataFrame:
 
 def score_file(run_dir: Path, candidates: Path, out: Path, *, shard_rows: int = 250_000, batch_size: int = 50_000,
                workers: int = 1) -> Path:
-    import ray
-
     frame = read_candidates(candidates)
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
     shards = list(range(0, max(frame.height, 1), shard_rows))
     todo = [k for k, _ in enumerate(shards) if not (parts / f"part-{k:05d}.parquet").exists()]
     log.info("scoring %d candidate rows in %d shard(s); %d already done", frame.height, len(shards), len(shards) - len(todo))
-    if todo:
+    if todo and frame.height:
         ensure_ray()
-    for k in tqdm(todo, desc="scoring shards", unit="shard", disable=None):
-        shard = frame.slice(shards[k], shard_rows)
-        ds = ray.data.from_arrow(shard.to_arrow()).map_batches(
-            ScoreBatch, fn_constructor_args=(str(run_dir),), batch_size=batch_size, batch_format="numpy",
-            concurrency=workers, num_cpus=1,
-        )
-        scored = pl.from_arrow(pa.concat_tables(ray.get(ds.to_arrow_refs())))
-        # Ray Data may reorder blocks: restore the shard's order
-        scored = _in_order(shard, scored)  # type: ignore[arg-type]
-        tmp = parts / f"part-{k:05d}.parquet.tmp"
-        scored.write_parquet(tmp)
-        tmp.rename(parts / f"part-{k:05d}.parquet")
+        _score_shards(run_dir, frame, shards, todo, shard_rows, parts, batch_size, workers)
     result = pl.concat([pl.read_parquet(parts / f"part-{k:05d}.parquet") for k in range(len(shards))]) if frame.height else SCORES_SCHEMA.to_frame()
     result = result.select(pl.col(c).cast(t) for c, t in SCORES_SCHEMA.items())
     if result.height != frame.height or result["score"].is_nan().any():
@@ -86,6 +78,31 @@ def score_file(run_dir: Path, candidates: Path, out: Path, *, shard_rows: int = 
     return out
 
 
-def _in_order(shard: pl.DataFrame, scored: pl.DataFrame) -> pl.DataFrame:
-    keyed = scored.unique(["user_id", "item_id"], keep="first")
-    return shard.join(keyed, on=["user_id", "item_id"], how="left", maintain_order="left").select("user_id", "item_id", "score")
+def _score_shards(run_dir: Path, frame: pl.DataFrame, shards: list[int], todo: list[int], shard_rows: int,
+                  parts: Path, batch_size: int, workers: int) -> None:
+    import ray
+
+    refs = [
+        ray.put(frame.slice(shards[k], shard_rows).with_row_index("row").with_columns(shard=pl.lit(k, pl.Int32)).to_arrow())
+        for k in todo
+    ]
+    expected = {k: min(shard_rows, frame.height - shards[k]) for k in todo}
+    ds = ray.data.from_arrow_refs(refs).map_batches(
+        ScoreBatch, fn_constructor_args=(str(run_dir),), batch_size=batch_size, batch_format="pyarrow",
+        concurrency=workers, num_cpus=1,
+    )
+    pending: dict[int, list[pl.DataFrame]] = {k: [] for k in todo}
+    have = dict.fromkeys(todo, 0)
+    with tqdm(total=len(todo), desc="scoring shards", unit="shard", disable=None) as progress:
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+            for (k,), rows in pl.from_arrow(block).partition_by("shard", as_dict=True).items():  # type: ignore[union-attr]
+                pending[k].append(rows)
+                have[k] += rows.height
+                if have[k] == expected[k]:  # complete: Ray Data may reorder rows, the index restores them
+                    scored = pl.concat(pending.pop(k)).sort("row").select("user_id", "item_id", "score")
+                    tmp = parts / f"part-{k:05d}.parquet.tmp"
+                    scored.write_parquet(tmp)
+                    tmp.rename(parts / f"part-{k:05d}.parquet")
+                    progress.update(1)
+    if pending:
+        raise AssertionError(f"bug: shard(s) {sorted(pending)} came back incomplete")

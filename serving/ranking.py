@@ -3,12 +3,14 @@ catalog's titles and blurbs, and explanations from the ranker's contributions.""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
 import polars as pl
 
+from features.state import LogState, micros
 from models.blurbs.safety import Rules, extractive_summary
 from serving.api_models import Contribution, ModelInfo, RankedItem
 from serving.explain import reasons, top_features
@@ -57,6 +59,8 @@ class RankingModel:
                 if r["blurb"]:
                     self.blurbs[r["item_id"]] = (r["blurb"], r["source"])
         self.rules = Rules()
+        self._live: LogState | None = None  # counters of the live log, for this model's catalog
+        self._live_lock = threading.Lock()
         trained = (model.run_dir / "metrics.json")
         self.info = ModelInfo(
             arm=arm, ref=model.ref, run_dir=str(model.run_dir), model_name=model.name, version=model.version,
@@ -82,6 +86,29 @@ class RankingModel:
         self.blurbs[item_id] = (text, "extractive") if text else (None, "none")  # type: ignore[assignment]
         return self.blurbs[item_id]
 
+    def catch_up(self, snapshot: LogSnapshot) -> LogState:
+        """The live log's counters, brought up to `snapshot` (built on first use, then only the
+        events appended since are added: the live log only grows at its end)."""
+        state = self._live
+        if state is None or state.rows > snapshot.log.height:
+            state = LogState.of(snapshot.log, self.scorer.items)
+        elif state.rows < snapshot.log.height:
+            state.add(snapshot.log.slice(state.rows))
+        self._live = state
+        return state
+
+    def features(self, snapshot: LogSnapshot, targets: pl.DataFrame, users: list[str], items: list[str]) -> tuple[pl.DataFrame, set[str]]:
+        """Feature rows of `targets` and which of `users` the live log knows. From the counters
+        when every target is later than the log's last event (the usual case); otherwise (a
+        request's own earlier `ts`) point in time from the log's events of these users and items."""
+        with self._live_lock:  # counters are updated in place: no request reads half an update
+            state = self.catch_up(snapshot)
+            if self.scorer.has_twins and state.before(micros(targets["ts"])):
+                return self.scorer.features_of(targets, state=state), {u for u in users if u in state.users}
+        view = snapshot.view(users, items)  # every event of these users is in it
+        known = set(view.filter(pl.col("user_id").is_in(users))["user_id"].unique().to_list())
+        return self.scorer.features_of(targets, log=view, totals=snapshot.totals), known
+
     def rank_many(self, snapshot: LogSnapshot, asks: list[Ask]) -> list[Ranking]:
         """Rank several requests with one feature computation and one LightGBM call (what
         `@serve.batch` hands over); a single request is a batch of one."""
@@ -92,9 +119,7 @@ class RankingModel:
         ])
         users = sorted({a.user_id for a in asks})
         items = sorted({i for a in asks for i in a.item_ids})
-        view = snapshot.view(users, items)  # every event of these users is in it
-        known = set(view.filter(pl.col("user_id").is_in(users))["user_id"].unique().to_list())
-        feats = self.scorer.features_of(targets, log=view, totals=snapshot.totals)
+        feats, known = self.features(snapshot, targets, users, items)
         # one thread: threads cost more than they save on a few hundred rows, and replicas
         # (not threads) are how the service uses more cores
         scores = self.scorer.ranker.predict(feats, num_threads=1)

@@ -1,8 +1,13 @@
-"""The one Scorer: online ranking and batch scoring both call `Scorer.score(frame)`.
+"""The one Scorer: online ranking and batch scoring both go through `Scorer.features_of`.
 
 It loads a run directory (ranker, feature spec, stage outputs, and the state as of the end of
 training: catalog and event log) and scores (user_id, item_id) pairs at a moment `ts` (default:
 just after the last logged event). Unknown users and items get finite scores (cold start).
+
+Features at a moment later than every logged event (every online request on the log clock, and
+batch scoring by default) come from the log's running counters (`features.state.LogState`, the
+groups' `at_moment` twins); any other moment from the point-in-time polars groups over the log.
+Both give identical values (tests/test_moment.py).
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from features.registry import FeatureContext, compute_features, resolve
+from features.registry import FeatureContext, MomentContext, compute_at_moment, compute_features, resolve
+from features.state import LogState, micros
 from models.ranker import Ranker
 from recsys.config import RunConfig, from_dict
 from recsys.errors import RecsysInputError
@@ -35,6 +41,14 @@ class Scorer:
         self.artefacts = load_artefacts(run_dir, self.config)
         last: datetime | None = self.log["ts"].max()  # type: ignore[assignment]
         self.as_of = (last + timedelta(microseconds=1)) if last else datetime.now().astimezone()
+        self.has_twins = all(g.at_moment is not None for g in self.groups)
+        self._log_state: LogState | None = None
+
+    def log_state(self) -> LogState:
+        """Running counters of the run's own log, built on first use (batch scoring)."""
+        if self._log_state is None:
+            self._log_state = LogState.of(self.log, self.items)
+        return self._log_state
 
     def features(self, frame: pl.DataFrame, ts: datetime | None = None, *, log: pl.DataFrame | None = None,
                  totals: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -44,14 +58,23 @@ class Scorer:
             request_id=pl.col("user_id"),
             ts=pl.lit(ts or self.as_of).cast(pl.Datetime("us", "UTC")),
         )
+        if log is None and self.has_twins:
+            return self.features_of(targets, log=self.log, state=self.log_state())
         return self.features_of(targets, log=log, totals=totals)
 
     def features_of(self, targets: pl.DataFrame, *, log: pl.DataFrame | None = None,
-                    totals: pl.DataFrame | None = None) -> pl.DataFrame:
+                    totals: pl.DataFrame | None = None, state: LogState | None = None) -> pl.DataFrame:
         """Feature rows for targets (request_id, user_id, item_id, ts; (request_id, item_id)
-        unique), in their order. `log` replaces the run's event log: online serving passes its
-        live log cut down to the requests' users and items, with `totals` = `global_totals` of
-        the whole live log."""
+        unique), in their order. With `state` (counters of the whole log) and every target later
+        than its last event, from the counters. Otherwise from `log`, which replaces the run's
+        event log (without `state`: the live log cut down to the requests' users and items, with
+        `totals` = `global_totals` of the whole live log)."""
+        if state is not None and self.has_twins:
+            ts = micros(targets["ts"])
+            if state.before(ts):
+                return compute_at_moment(self.groups, MomentContext(targets, ts, state, self.artefacts))
+            if log is None:
+                raise ValueError("features_of: targets earlier than the state's last event need the log")
         context = FeatureContext(targets, self.log if log is None else log, self.items, self.artefacts, totals)
         return compute_features(self.groups, context)
 

@@ -79,6 +79,8 @@ class RankingService:
         state_dir = Path(settings.state_dir)
         # the champion's training-state log seeds the live log; feedback extends it
         self.state = OnlineState(self.arms[CHAMPION].scorer.log, state_dir, settings.clock)
+        for model in self.arms.values():  # counters built now, not on the first request
+            model.catch_up(self.state.snapshot())
         self.served = JsonlLog(state_dir / SERVED_FILE)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -184,6 +186,7 @@ class RankingService:
                 if resolved.alias is None or resolved.version == self.arms[arm].info.version:
                     continue
                 fresh = RankingModel(resolved, arm)
+                fresh.catch_up(self.state.refresh())
             except Exception:  # a registry hiccup must not take the service down: keep serving
                 log.exception("checking %s for a new version failed; still serving version %s", ref, self.arms[arm].info.version)
                 continue
