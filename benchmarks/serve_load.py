@@ -4,6 +4,8 @@
     python benchmarks/serve_load.py --model demo/runs/synthetic --find-rate 10 15 20 25 30 --duration 300
     # kill one of two replicas 20 s into a 60 s run: error rate and recovery time
     python benchmarks/serve_load.py --model demo/runs/synthetic --rate 15 --duration 60 --kill-at 20
+    # two replicas on a local two-node cluster (ray.cluster_utils.Cluster, one CPU per node)
+    python benchmarks/serve_load.py --model demo/runs/synthetic --two-nodes --rate 10 --duration 60
 
 Open loop: requests are sent on a fixed schedule whatever the answers, so a slow service shows up
 as latency, not as a lower offered rate. Each request ranks 100 catalog candidates for a user.
@@ -43,6 +45,23 @@ def replica_pids() -> list[int]:
         if any("ServeReplica:recsys:ranker" in part for part in proc.info["cmdline"] or []):
             pids.append(proc.pid)
     return sorted(pids)
+
+
+def replica_nodes() -> dict[str, int]:
+    """How many live ranker replicas each Ray node holds (empty without Ray's dashboard, which
+    serves the state API: the local Ray of `recsys serve` starts without one)."""
+    from ray.util.state import list_actors
+    from ray.util.state.exception import ServerUnavailable
+
+    nodes: dict[str, int] = {}
+    try:
+        actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    except ServerUnavailable:
+        return nodes
+    for actor in actors:
+        if "ServeReplica" in (actor.class_name or ""):
+            nodes[actor.node_id[:8]] = nodes.get(actor.node_id[:8], 0) + 1
+    return nodes
 
 
 def rss_mb(pids: list[int]) -> float:
@@ -138,16 +157,25 @@ def main() -> None:
     parser.add_argument("--kill-at", type=float, default=None, help="SIGKILL one replica this many seconds in")
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--port", type=int, default=8031)
+    parser.add_argument("--two-nodes", action="store_true", help="a local two-node cluster, one replica per node")
     parser.add_argument("--out", type=Path, default=Path("bench_out/serve_load.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cluster = None
+    if args.two_nodes:
+        from ray.cluster_utils import Cluster
+
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        cluster.add_node(num_cpus=1)
+        os.environ["RAY_ADDRESS"] = cluster.address  # what a user of an existing cluster sets
 
     state = Path(tempfile.mkdtemp(prefix="recsys-load-"))
     local = RankingService(ServeSettings(model=args.model, state_dir=str(state / "local"), reload_seconds=0))
     bodies = make_requests(local, 500, 100, seed=1)
     url = start(ServeSettings(model=args.model, state_dir=str(state / "serve"), reload_seconds=0),
-                ServerOptions(port=args.port, replicas=args.replicas, replica_cpus=0, access_log=False))
-    report: dict = {"model": args.model, "replicas": args.replicas, "probes": []}
+                ServerOptions(port=args.port, replicas=args.replicas, replica_cpus=1 if args.two_nodes else 0, access_log=False))
+    report: dict = {"model": args.model, "replicas": args.replicas, "probes": [], "replica_nodes": replica_nodes()}
+    log.info("replicas per node: %s", report["replica_nodes"])
     try:
         rate = args.rate
         if args.find_rate:
@@ -162,6 +190,11 @@ def main() -> None:
         report["run"] = asyncio.run(load(url, bodies, rate, args.duration, args.kill_at))
     finally:
         stop()
+        if cluster is not None:
+            import ray
+
+            ray.shutdown()
+            cluster.shutdown()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     run = report["run"]

@@ -30,14 +30,17 @@ class Ranker:
             raise ValueError(f"ranker needs feature column(s) {missing}")
         return frame.select(pl.col(f).cast(pl.Float64) for f in self.features).to_numpy()
 
-    def predict(self, frame: pl.DataFrame, num_threads: int = 0) -> np.ndarray:
-        if frame.height == 0:
+    def predict(self, frame: pl.DataFrame | np.ndarray, num_threads: int = 0) -> np.ndarray:
+        """Scores of feature rows: a frame, or its `matrix` (made once when reused)."""
+        values = frame if isinstance(frame, np.ndarray) else self.matrix(frame)
+        if len(values) == 0:
             return np.zeros(0)
-        return self.booster.predict(self.matrix(frame), num_threads=num_threads)
+        return self.booster.predict(values, num_threads=num_threads)
 
-    def contributions(self, frame: pl.DataFrame, num_threads: int = 1) -> np.ndarray:
+    def contributions(self, frame: pl.DataFrame | np.ndarray, num_threads: int = 1) -> np.ndarray:
         """Per-feature contributions (SHAP-like, last column = bias) for explanations."""
-        return np.asarray(self.booster.predict(self.matrix(frame), pred_contrib=True, num_threads=num_threads))
+        values = frame if isinstance(frame, np.ndarray) else self.matrix(frame)
+        return np.asarray(self.booster.predict(values, pred_contrib=True, num_threads=num_threads))
 
     def save(self, path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)

@@ -230,11 +230,14 @@ def score_cmd(
     out_path: Annotated[Path, typer.Option("--out", help="SCORES.parquet to write.")],
     workers: Annotated[int, typer.Option(help="Ray Data scoring actors.")] = 1,
     shard_rows: Annotated[int, typer.Option(help="Rows per resumable shard.")] = 250_000,
+    batch_size: Annotated[int, typer.Option(help="Rows per scoring call (a worker's memory grows with it).")] = 50_000,
 ) -> None:
     """Score candidate pairs as of the end of training; one row per candidate, resumable after a kill."""
     from serving.batch import score_file
 
-    score_file(run, candidates, out_path, workers=workers, shard_rows=shard_rows)
+    if shard_rows < 1 or batch_size < 1:
+        raise RecsysInputError(f"score: --shard-rows ({shard_rows}) and --batch-size ({batch_size}) must be at least 1")
+    score_file(run, candidates, out_path, workers=workers, shard_rows=shard_rows, batch_size=batch_size)
     out.print(f"wrote {out_path}")
 
 
@@ -253,6 +256,7 @@ def serve_cmd(
     max_candidates: Annotated[int, typer.Option(help="Most candidates one /v1/rank call may send.")] = 500,
     reload_seconds: Annotated[float, typer.Option(help="How often registry aliases are checked for a new version (0: never).")] = 30.0,
     access_log: Annotated[bool, typer.Option(help="Log every request (off for benchmarks).")] = True,
+    batch: Annotated[bool, typer.Option(help="Rank concurrent requests together (@serve.batch): pays when they share candidates.")] = False,
     api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key; when it is set, every /v1 call needs the key (X-API-Key or Authorization: Bearer).")] = "RECSYS_API_KEY",
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted (413 above).")] = 1_000_000,
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics of the local Ray, Ray Serve's ray_serve_* included (0: a random port).")] = 9095,
@@ -273,7 +277,7 @@ def serve_cmd(
     if settings.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/yellow] serving on {host} without an API key (set ${api_key_env})")
     url = start(settings, ServerOptions(host=host, port=port, replicas=replicas, replica_cpus=replica_cpus, access_log=access_log,
-                                        metrics_port=metrics_port or None))
+                                        batch=batch, metrics_port=metrics_port or None))
     out.print(f"serving {ref} at {url}  (demo page: {url}/ , API docs: {url}/docs); Ctrl-C stops")
     if metrics_port and not os.environ.get("RAY_ADDRESS"):
         out.print(f"Ray Serve metrics (Prometheus): http://127.0.0.1:{metrics_port}/metrics")
@@ -335,6 +339,7 @@ def bench_serve_cmd(
     concurrency: Annotated[list[int] | None, typer.Option(help="Concurrency levels (repeat the option).")] = None,
     replicas: Annotated[int, typer.Option(help="Serve replicas when starting the service.")] = 1,
     port: Annotated[int, typer.Option(help="Port when starting the service.")] = 8011,
+    batch: Annotated[bool, typer.Option(help="Start the service with @serve.batch (see recsys serve --batch).")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON.")] = None,
 ) -> None:
     """p50/p95/p99 and requests/s of /v1/rank at concurrency 1, 8, 32, next to the in-process floor."""
@@ -356,7 +361,7 @@ def bench_serve_cmd(
     results = [in_process(local, bodies)]
     started = url is None
     if started:
-        url = start(settings, ServerOptions(port=port, replicas=replicas, access_log=False))
+        url = start(settings, ServerOptions(port=port, replicas=replicas, access_log=False, batch=batch))
     try:
         results += http_levels(url, bodies, levels)  # type: ignore[arg-type]
     finally:

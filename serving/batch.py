@@ -89,7 +89,7 @@ def _score_shards(run_dir: Path, frame: pl.DataFrame, shards: list[int], todo: l
     expected = {k: min(shard_rows, frame.height - shards[k]) for k in todo}
     ds = ray.data.from_arrow_refs(refs).map_batches(
         ScoreBatch, fn_constructor_args=(str(run_dir),), batch_size=batch_size, batch_format="pyarrow",
-        concurrency=workers, num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
     )
     pending: dict[int, list[pl.DataFrame]] = {k: [] for k in todo}
     have = dict.fromkeys(todo, 0)

@@ -31,18 +31,19 @@ REPLICA_ENV = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREA
                   graceful_shutdown_timeout_s=10)
 @serve.ingress()
 class RankingDeployment:
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any], batch: bool = False) -> None:
         import torch
 
         logging.basicConfig(level=logging.INFO)
         torch.set_num_threads(1)
         self.service = RankingService(ServeSettings(**settings))
         self.service.start_watching()
+        self.batch = batch
 
     def __serve_build_asgi_app__(self) -> Any:
         from serving.http import build_app
 
-        return build_app(lambda: self.service, self.rank_batch)
+        return build_app(lambda: self.service, self.rank_batch if self.batch else None)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def rank_batch(self, reqs: list[RankRequest]) -> list[RankResponse]:
@@ -62,6 +63,10 @@ class ServerOptions:
     replicas: int = 1
     replica_cpus: float = 1.0  # 0 lets replicas share cores with Ray Train/Data jobs (tests)
     access_log: bool = True
+    # @serve.batch: rank concurrent requests together. Off by default: on the demo shop it added
+    # 4-8 ms at concurrency 1 and no throughput at 8 (README, "Serving"); it pays when
+    # concurrent requests share candidates and the per-call cost dominates.
+    batch: bool = False
     metrics_port: int | None = None  # Prometheus metrics of a local Ray (ray_serve_* among them)
 
 
@@ -72,7 +77,7 @@ def builder_settings(args: dict[str, Any]) -> tuple[ServeSettings, ServerOptions
     key_env = args.pop("api_key_env", None)
     if key_env and os.environ.get(key_env):
         args["api_key"] = os.environ[key_env]
-    server_fields = ("replicas", "replica_cpus", "access_log")
+    server_fields = ("replicas", "replica_cpus", "access_log", "batch")
     unknown = set(args) - {f.name for f in fields(ServeSettings)} - set(server_fields)
     if unknown:
         raise ValueError(f"unknown serve argument(s) {sorted(unknown)}; known: "
@@ -92,13 +97,13 @@ def builder_settings(args: dict[str, Any]) -> tuple[ServeSettings, ServerOptions
 def app_builder(args: dict[str, Any]) -> Any:
     """A Ray Serve application builder: `serve run serving.deploy:app_builder model=... state_dir=...`,
     or `import_path: serving.deploy:app_builder` with `args:` in a Serve config / KubeRay RayService.
-    Args are ServeSettings fields plus `replicas`, `replica_cpus`, `access_log` and `api_key_env`."""
+    Args are ServeSettings fields plus `replicas`, `replica_cpus`, `access_log`, `batch` and `api_key_env`."""
     settings, options = builder_settings(args)
     return RankingDeployment.options(
         num_replicas=options.replicas,
         ray_actor_options={"num_cpus": options.replica_cpus, "runtime_env": {"env_vars": REPLICA_ENV}},
         logging_config={"enable_access_log": options.access_log, "log_level": "INFO"},
-    ).bind(absolute(settings).to_dict())
+    ).bind(absolute(settings).to_dict(), options.batch)
 
 
 def start(settings: ServeSettings, options: ServerOptions = ServerOptions()) -> str:
@@ -113,7 +118,7 @@ def start(settings: ServeSettings, options: ServerOptions = ServerOptions()) -> 
     ensure_ray(options.metrics_port)
     serve.start(http_options={"host": options.host, "port": options.port})
     app = app_builder({**settings.to_dict(), "replicas": options.replicas, "replica_cpus": options.replica_cpus,
-                       "access_log": options.access_log})
+                       "access_log": options.access_log, "batch": options.batch})
     serve.run(app, name=APP_NAME, route_prefix="/")
     url = f"http://{options.host}:{options.port}"
     log.info("serving %s at %s", settings.model, url)

@@ -39,6 +39,7 @@ class Ranking:
     order, for the served-features log) and the ranked, explained top items."""
 
     features: pl.DataFrame
+    values: np.ndarray  # the ranker's feature matrix of these rows (null = NaN), in ranker.features order
     scores: np.ndarray
     items: list[RankedItem]
     known_user: bool  # the live log has events of this user
@@ -122,19 +123,19 @@ class RankingModel:
         feats, known = self.features(snapshot, targets, users, items)
         # one thread: threads cost more than they save on a few hundred rows, and replicas
         # (not threads) are how the service uses more cores
-        scores = self.scorer.ranker.predict(feats, num_threads=1)
+        values = self.scorer.ranker.matrix(feats)  # once: scores, contributions and the served log read it
+        scores = self.scorer.ranker.predict(values, num_threads=1)
         bounds = np.cumsum([0] + [len(a.item_ids) for a in asks])
         orders = [bounds[n] + np.argsort(-scores[bounds[n]:bounds[n + 1]], kind="stable")[:a.top_k] for n, a in enumerate(asks)]
         explained = np.concatenate([o for o, a in zip(orders, asks) if a.explain]) if any(a.explain for a in asks) else np.zeros(0, int)
         why: dict[int, str | None] = {}
         tops: dict[int, list[tuple[str, float | None, float]]] = {}
         if len(explained):
-            top = feats[explained.tolist()]
+            top = values[explained]
             contrib = self.scorer.ranker.contributions(top, num_threads=1)
-            values = self.scorer.ranker.matrix(top)
-            categories = [(self.catalog.get(i) or {}).get("category") for i in top["item_id"].to_list()]
-            why = dict(zip(explained.tolist(), reasons(self.feature_names, values, contrib, categories)))
-            tops = dict(zip(explained.tolist(), top_features(self.feature_names, values, contrib)))
+            categories = [(self.catalog.get(i) or {}).get("category") for i in feats["item_id"].gather(explained).to_list()]
+            why = dict(zip(explained.tolist(), reasons(self.feature_names, top, contrib, categories)))
+            tops = dict(zip(explained.tolist(), top_features(self.feature_names, top, contrib)))
         item_ids = feats["item_id"].to_list()
         out = []
         for n, order in enumerate(orders):
@@ -147,8 +148,8 @@ class RankingModel:
                     category=row.get("category"), blurb=blurb, blurb_source=source, reason=why.get(j),  # type: ignore[arg-type]
                     top_features=[Contribution(feature=f, value=v, contribution=c) for f, v, c in tops.get(j, [])],
                 ))
-            out.append(Ranking(feats[int(bounds[n]):int(bounds[n + 1])], scores[bounds[n]:bounds[n + 1]], ranked,
-                               asks[n].user_id in known))
+            out.append(Ranking(feats[int(bounds[n]):int(bounds[n + 1])], values[bounds[n]:bounds[n + 1]],
+                               scores[bounds[n]:bounds[n + 1]], ranked, asks[n].user_id in known))
         return out
 
 
@@ -160,6 +161,6 @@ def served_record(request_id: str, arm: str, version: str | None, ts: datetime, 
         "request_id": request_id, "arm": arm, "model_version": version, "ts": ts.isoformat(), "user_id": user_id,
         "context": context, "item_ids": feats["item_id"].to_list(), "scores": [float(s) for s in ranking.scores],
         "shown": [i.item_id for i in ranking.items],
-        "features": {f: feats[f].cast(pl.Float64).to_list() for f in feature_names},
+        "features": {f: [None if v != v else v for v in ranking.values[:, j].tolist()] for j, f in enumerate(feature_names)},  # NaN = null
     }
 

@@ -28,8 +28,8 @@ def test_rayservice_application_args_build_settings(monkeypatch: pytest.MonkeyPa
 
 def test_builder_args_from_the_serve_cli_are_typed_and_checked() -> None:
     settings, options = builder_settings({"model": "runs/x", "max_candidates": "200", "replica_cpus": "0.5",
-                                          "access_log": "false"})
-    assert settings.max_candidates == 200 and options.replica_cpus == 0.5 and options.access_log is False
+                                          "access_log": "false", "batch": "true"})
+    assert settings.max_candidates == 200 and options.replica_cpus == 0.5 and options.access_log is False and options.batch is True
     with pytest.raises(ValueError, match="unknown serve argument"):
         builder_settings({"model": "runs/x", "max_candidate": 3})
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from recsys.config import load_config
 from recsys.errors import RecsysInputError
@@ -131,8 +132,10 @@ def test_batch_scoring_resumes_from_finished_shards_and_matches_online_scorer(tm
     clean_scores = pl.read_parquet(clean)
     assert clean_scores.select("user_id", "item_id").equals(candidates)
     # parity: the batch path and the online Scorer give identical scores for identical inputs
-    online = Scorer(tmp_path / "run").score(candidates)
-    assert np.array_equal(clean_scores["score"].to_numpy(), online)
+    scorer = Scorer(tmp_path / "run")
+    assert np.array_equal(clean_scores["score"].to_numpy(), scorer.score(candidates))
+    # scoring reads the log's counters; the point-in-time groups training uses agree exactly
+    assert_frame_equal(scorer.features(candidates), scorer.features(candidates, log=scorer.log))
 
     # a kill after two shards: their parts exist, the output does not; mark them to prove reuse
     parts = tmp_path / "resumed.parquet.parts"
