@@ -89,9 +89,11 @@ class RankingModel:
 
     def catch_up(self, snapshot: LogSnapshot) -> LogState:
         """The live log's counters, brought up to `snapshot` (built on first use, then only the
-        events appended since are added: the live log only grows at its end)."""
+        events appended since are added: the live log only grows at its end). Counters already
+        past `snapshot` (another thread took newer feedback in) stay as they are: a target they
+        are not all before is served point in time from the snapshot instead."""
         state = self._live
-        if state is None or state.rows > snapshot.log.height:
+        if state is None:
             state = LogState.of(snapshot.log, self.scorer.items)
         elif state.rows < snapshot.log.height:
             state.add(snapshot.log.slice(state.rows))

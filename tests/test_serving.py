@@ -101,6 +101,25 @@ def test_online_scores_equal_batch_scores(runs: dict, tmp_path: Path) -> None:
         assert all(online.get((ask.user_id, i.item_id), i.score) == i.score for i in result.items)
 
 
+def test_a_request_dated_inside_the_log_is_ranked_point_in_time(runs: dict, tmp_path: Path) -> None:
+    """`context.ts` before the newest event: the counters (which hold every event) cannot answer;
+    the point-in-time groups over the log do, and score as the Scorer does at that moment."""
+    from datetime import timedelta
+
+    from serving.scorer import Scorer
+
+    service = RankingService(ServeSettings(model=str(runs["run1"]), state_dir=str(tmp_path / "state")))
+    scorer = Scorer(runs["run1"])
+    items = REDS + BLUES + ["no-such-item"]
+    for ts in (scorer.as_of - timedelta(days=3), scorer.as_of + timedelta(days=2)):  # inside the log, after it
+        body = rank(client_for(service), "user1", items, explain=False, context={"ts": ts.isoformat()})
+        got = {i["item_id"]: i["score"] for i in body["items"]}
+        expected = scorer.score(pl.DataFrame({"user_id": ["user1"] * len(items), "item_id": items}), ts)
+        assert [got[i] for i in items] == expected.tolist()
+    early = rank(client_for(service), "user1", items, explain=False, context={"ts": (scorer.as_of - timedelta(days=3)).isoformat()})
+    assert [i["score"] for i in early["items"]] != [i["score"] for i in body["items"]]  # the moment matters
+
+
 def test_feedback_is_durable_and_moves_the_next_ranking(runs: dict, tmp_path: Path) -> None:
     settings = ServeSettings(model=str(runs["run1"]), state_dir=str(tmp_path))
     client = client_for(RankingService(settings))
