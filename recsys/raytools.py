@@ -26,6 +26,11 @@ def ensure_ray(metrics_port: int | None = None) -> None:
         # More logical CPUs than cores: on 2 cores a Train worker plus a Data pipeline would
         # otherwise wait on each other forever (STACK.md). address="local": never attach by
         # surprise to some other cluster started on this machine; RAY_ADDRESS is the way in.
+        # Without a dashboard this Ray still advertises 127.0.0.1:8265 for its state API, and Ray
+        # Train's PlacementGroupCleaner asks whichever other Ray owns that port whether our
+        # controller lives, hears "no such actor" and removes our placement group, killing the
+        # training worker. Point the state API at a closed port (workers inherit the setting).
+        os.environ.setdefault("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:9")
         ray.init(address="local", num_cpus=int(os.environ.get("RECSYS_RAY_CPUS", "4")), include_dashboard=False,
                  log_to_driver=True, configure_logging=False,
                  **({"_metrics_export_port": metrics_port} if metrics_port else {}))

@@ -146,6 +146,16 @@ def test_resume_after_kill(ray_local: str, shop: Dataset, tmp_path: Path) -> Non
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 40
     assert metrics["resumed_from_steps"] and 2 <= metrics["resumed_from_steps"][0] < 40
+    # and the trained weights end where an uninterrupted run's end, within noise (tiny data: 0.05)
+    clean = json.loads((run(cfg, shop, split.train, split.valid, tmp_path / "clean") / "metrics.json").read_text())
+
+    def last_trained(m: dict) -> dict:
+        return [e for e in m["epochs"] if e.get("model", "fine-tuned") == "fine-tuned"][-1]
+
+    assert last_trained(metrics)["step"] == last_trained(clean)["step"] == 40
+    for key in ("valid_auc", "valid_ndcg@10"):
+        assert abs(last_trained(metrics)[key] - last_trained(clean)[key]) <= 0.05, (key, last_trained(metrics), last_trained(clean))
+    print("resumed vs uninterrupted:", last_trained(metrics), last_trained(clean))
 
 
 def colour_shop(tmp_path: Path) -> tuple[Dataset, list[str], list[str]]:
