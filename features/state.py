@@ -122,8 +122,11 @@ class LogState:
             return
         ev = events.select(
             pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String),
-            ts=pl.col("ts").dt.epoch("us"), clicked=pl.col("clicked").cast(pl.Float64),
-        ).with_columns(category=pl.col("item_id").replace_strict(self.category, default=UNKNOWN_CATEGORY, return_dtype=pl.String))
+            # a click is clicked == 1, as in the polars groups
+            ts=pl.col("ts").dt.epoch("us"), clicked=(pl.col("clicked") == 1).fill_null(False).cast(pl.Float64),
+        )
+        # categories of these rows' items only (not a mapping of the whole catalog per call)
+        ev = ev.with_columns(category=pl.Series([self.category.get(i, UNKNOWN_CATEGORY) for i in ev["item_id"].to_list()], dtype=pl.String))
         ts, clicked = ev["ts"].to_numpy(), ev["clicked"].to_numpy()
         self.everything = self.everything.extended(ts, clicked)
         self.last_ts = _later(self.last_ts, int(ts.max()))

@@ -12,6 +12,8 @@ cluster (`RAY_ADDRESS`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -61,7 +63,7 @@ def score_file(run_dir: Path, candidates: Path, out: Path, *, shard_rows: int = 
                workers: int = 1) -> Path:
     frame = read_candidates(candidates)
     parts = out.with_name(out.name + ".parts")
-    parts.mkdir(parents=True, exist_ok=True)
+    _claim_parts(parts, _job_key(run_dir, candidates, shard_rows))
     shards = list(range(0, max(frame.height, 1), shard_rows))
     todo = [k for k, _ in enumerate(shards) if not (parts / f"part-{k:05d}.parquet").exists()]
     log.info("scoring %d candidate rows in %d shard(s); %d already done", frame.height, len(shards), len(shards) - len(todo))
@@ -76,6 +78,31 @@ def score_file(run_dir: Path, candidates: Path, out: Path, *, shard_rows: int = 
     result.write_parquet(out)
     shutil.rmtree(parts)
     return out
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _job_key(run_dir: Path, candidates: Path, shard_rows: int) -> dict:
+    """What the finished shards in OUT.parts were scored from: the model, the candidates, the cut."""
+    return {"run": str(Path(run_dir).resolve()), "ranker": _file_digest(Path(run_dir) / "ranker" / "model.txt"),
+            "candidates": _file_digest(candidates), "shard_rows": shard_rows}
+
+
+def _claim_parts(parts: Path, key: dict) -> None:
+    """Reuse OUT.parts only for the same job: shards scored from another run, other candidates or
+    another shard size are cleared (with a warning), never mixed into this output."""
+    manifest = parts / "job.json"
+    if parts.exists() and manifest.exists() and json.loads(manifest.read_text()) != key:
+        log.warning("%s holds shards of another scoring job (%s); starting over", parts, manifest.read_text().strip())
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps(key) + "\n")
 
 
 def _score_shards(run_dir: Path, frame: pl.DataFrame, shards: list[int], todo: list[int], shard_rows: int,

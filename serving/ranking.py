@@ -96,7 +96,11 @@ class RankingModel:
         if state is None:
             state = LogState.of(snapshot.log, self.scorer.items)
         elif state.rows < snapshot.log.height:
-            state.add(snapshot.log.slice(state.rows))
+            try:
+                state.add(snapshot.log.slice(state.rows))
+            except BaseException:
+                self._live = None  # half-added: rebuild from the log next time rather than count twice
+                raise
         self._live = state
         return state
 

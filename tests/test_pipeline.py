@@ -148,6 +148,17 @@ def test_batch_scoring_resumes_from_finished_shards_and_matches_online_scorer(tm
     assert resumed["score"].slice(200).equals(clean_scores["score"].slice(200))
     assert not parts.exists()
 
+    # shards left by another job (here: another shard size) are cleared, never mixed in
+    from serving.batch import _job_key
+
+    stale = tmp_path / "other.parquet.parts"
+    stale.mkdir()
+
+    (stale / "job.json").write_text(json.dumps(_job_key(tmp_path / "run", tmp_path / "cand.parquet", 50)))
+    clean_scores.slice(0, 100).with_columns(pl.col("score") + 1000.0).write_parquet(stale / "part-00000.parquet")
+    again = pl.read_parquet(score_file(tmp_path / "run", tmp_path / "cand.parquet", tmp_path / "other.parquet", shard_rows=100))
+    assert again.equals(clean_scores)
+
 
 def test_default_config_runs_every_stage_end_to_end(tmp_path: Path) -> None:
     """`recsys train --data DIR` with the default experiment: interest model (pretrained MiniLM,
