@@ -12,7 +12,6 @@ cluster (`RAY_ADDRESS`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -22,6 +21,7 @@ import polars as pl
 import pyarrow as pa
 from tqdm import tqdm
 
+from recsys.dataset import file_sha256
 from recsys.errors import RecsysInputError
 from recsys.raytools import ensure_ray
 from recsys.schemas import SCORES_SCHEMA
@@ -80,18 +80,10 @@ def score_file(run_dir: Path, candidates: Path, out: Path, *, shard_rows: int = 
     return out
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _job_key(run_dir: Path, candidates: Path, shard_rows: int) -> dict:
     """What the finished shards in OUT.parts were scored from: the model, the candidates, the cut."""
-    return {"run": str(Path(run_dir).resolve()), "ranker": _file_digest(Path(run_dir) / "ranker" / "model.txt"),
-            "candidates": _file_digest(candidates), "shard_rows": shard_rows}
+    return {"run": str(Path(run_dir).resolve()), "ranker": file_sha256(Path(run_dir) / "ranker" / "model.txt"),
+            "candidates": file_sha256(candidates), "shard_rows": shard_rows}
 
 
 def _claim_parts(parts: Path, key: dict) -> None:
