@@ -33,7 +33,14 @@ def ensure_ray(metrics_port: int | None = None) -> None:
         os.environ.setdefault("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:9")
         ray.init(address="local", num_cpus=int(os.environ.get("RECSYS_RAY_CPUS", "4")), include_dashboard=False,
                  log_to_driver=True, configure_logging=False,
+                 runtime_env={"worker_process_setup_hook": "recsys.raytools.quiet_cleaner_warnings"},
                  **({"_metrics_export_port": metrics_port} if metrics_port else {}))
+
+
+def quiet_cleaner_warnings() -> None:
+    """Setup hook of a local Ray's workers: the PlacementGroupCleaner, finding no state API (the
+    closed port above), warns once a second for the whole training run; only its errors remain."""
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 
 
 def remote_call(fn: Callable[..., T], *args: Any, num_cpus: float = 1.0, **kwargs: Any) -> T:

@@ -337,3 +337,20 @@ def test_inbatch_loss_masks_same_request_clicks_and_trains_a_projection(shop: Da
     model.save(tmp_path / "m", tokenizer)
     loaded, tok = InterestModel.load(tmp_path / "m")
     assert torch.allclose(encode_texts(loaded, tok, texts[:8], cfg.max_len), cache.vectors(model, 16)[:8], atol=1e-5)
+
+
+def test_gain_lower_bound_needs_a_consistent_paired_gain() -> None:
+    """The fine-tuned weights replace the start only when their per-request gain on valid is
+    significant: a consistent small gain passes, a larger but noisy mean gain does not."""
+    from models.interest.loop import gain_lower_bound, request_selection_values
+
+    rng = np.random.default_rng(0)
+    start = {f"r{i}": float(v) for i, v in enumerate(rng.uniform(0.3, 0.7, 300))}
+    steady = {r: v + 0.01 + rng.normal(0, 0.01) for r, v in start.items()}
+    noisy = {r: v + 0.02 + rng.normal(0, 0.5) for r, v in start.items()}
+    assert gain_lower_bound(start, steady, world=1, confidence=0.95, seed=0) > 0
+    assert gain_lower_bound(start, noisy, world=1, confidence=0.95, seed=0) < 0
+    assert gain_lower_bound(start, dict(start), world=1, confidence=0.95, seed=0) == 0  # no change: not a gain
+    per_req = pl.DataFrame({"request_id": ["a", "b"], "auc": [0.5, None], "ndcg@10": [0.9, 0.8]})
+    assert request_selection_values(per_req, "mean") == {"a": pytest.approx(0.7)}
+    assert request_selection_values(per_req, "ndcg@10") == {"a": 0.9, "b": 0.8}

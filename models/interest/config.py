@@ -62,6 +62,10 @@ class InterestConfig:
     # otherwise swap the pretrained weights for ones no better on test (measured: a +0.0004 valid
     # "gain" picked weights 0.003 nDCG@10 worse on the synthetic shop's test period).
     min_gain: float = 0.005
+    # ...and the fine-tuned weights must beat the pretrained start significantly: the bootstrap
+    # CI (at this confidence) of their mean per-request gain on valid, paired on the same requests,
+    # must lie above 0. 0 turns the test off (min_gain alone decides).
+    gain_confidence: float = 0.95
     # validate every N steps as well as at each epoch's end (None: epoch ends only); the best
     # validation's weights are the ones saved
     valid_every: int | None = 25
@@ -80,6 +84,7 @@ class InterestConfig:
             (self.select_metric in SELECT_METRICS,
              f"select_metric={self.select_metric!r}, expected one of {SELECT_METRICS}"),
             (self.min_gain >= 0, f"min_gain={self.min_gain}, expected >= 0"),
+            (0 <= self.gain_confidence < 1, f"gain_confidence={self.gain_confidence}, expected 0 <= x < 1"),
             (self.catalog_negatives >= 0, f"catalog_negatives={self.catalog_negatives}, expected >= 0"),
             (self.pooling in POOLINGS, f"pooling={self.pooling!r}, expected one of {POOLINGS}"),
             (self.encoder in ENCODERS, f"encoder={self.encoder!r}, expected one of {ENCODERS}"),
