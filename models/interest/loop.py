@@ -294,7 +294,8 @@ def train_loop(config: dict[str, Any]) -> None:
         score = selection_score(metrics, cfg.select_metric)
         significant = True
         if cfg.gain_confidence > 0:
-            low = gain_lower_bound(state["start_values"], values, world, cfg.gain_confidence, cfg.seed)
+            # a checkpoint from before this test has no start values: no significant gain then
+            low = gain_lower_bound(state.get("start_values", {}), values, world, cfg.gain_confidence, cfg.seed)
             metrics["gain_low"] = low
             significant = low > 0
         state["history"].append({"epoch": state["epoch"], "step": state["step"], "model": "fine-tuned", **metrics})
