@@ -330,7 +330,7 @@ def test_inbatch_loss_masks_same_request_clicks_and_trains_a_projection(shop: Da
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.05, losses
     assert not torch.allclose(model.projection.weight, torch.eye(model.dim))
     model.eval()
