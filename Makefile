@@ -37,9 +37,11 @@ demo: install
 	@echo "Try the shop page: make serve  (then http://127.0.0.1:8000)"
 	@echo "Open the MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri $(DEMO_MLFLOW)  (then http://127.0.0.1:5000)"
 
-# The champion of the demo's registry behind Ray Serve, with the demo shop page at /.
+# The champion of the demo's registry behind Ray Serve, with the demo shop page at /
+# (http://127.0.0.1:$(PORT); another port: make serve PORT=8080).
+PORT ?= 8000
 serve: install
-	MLFLOW_TRACKING_URI=$(DEMO_MLFLOW) $(RECSYS) serve --model models:/recsys-ranker@champion --state-dir $(DEMO_DIR)/serving_state
+	MLFLOW_TRACKING_URI=$(DEMO_MLFLOW) $(RECSYS) serve --model models:/recsys-ranker@champion --state-dir $(DEMO_DIR)/serving_state --port $(PORT)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

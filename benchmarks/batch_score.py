@@ -80,7 +80,6 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=10_000_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--shard-rows", type=int, default=1_000_000)
-    parser.add_argument("--batch-size", type=int, default=50_000)
     parser.add_argument("--two-nodes", action="store_true", help="run on a local two-node cluster (one CPU per node)")
     parser.add_argument("--out", type=Path, default=Path("bench_out/batch_score.json"))
     args = parser.parse_args()
@@ -111,7 +110,7 @@ def main() -> None:
             out = Path(tmp) / f"scores-{workers}.parquet"
             with PeakMemory() as memory:
                 started = time.perf_counter()
-                score_file(args.model, candidates, out, shard_rows=args.shard_rows, batch_size=args.batch_size, workers=workers)
+                score_file(args.model, candidates, out, shard_rows=args.shard_rows, workers=workers)
                 seconds = time.perf_counter() - started
             scored = pl.read_parquet(out)
             assert scored.height == args.pairs and scored["score"].is_finite().all()

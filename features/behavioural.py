@@ -70,7 +70,8 @@ def _counts(log: pl.DataFrame) -> pl.DataFrame:
         FeatureSpec("item_ctr_all", F32, "smoothed CTR of the item ever"),
         FeatureSpec("item_click_share_7d", F32, "the item's share of all clicks in the last 7 days"),
         FeatureSpec("item_days_since_click", F32, "days since the item's last click (null: never)"),
-        FeatureSpec("item_age_days", F32, "days since the item was created or first shown"),
+        FeatureSpec("item_age_days", F32, "days since the item was created or first shown (0: not yet shown, or created later)"),
+        FeatureSpec("item_is_new", F32, "1 when the item was never shown before the moment of ranking (cold start), else 0"),
     ],
 )
 def item_popularity(ctx: FeatureContext) -> pl.DataFrame:
@@ -84,8 +85,11 @@ def item_popularity(ctx: FeatureContext) -> pl.DataFrame:
     first_seen = ctx.log.join(wanted, on="item_id", how="semi").group_by("item_id").agg(first=pl.col("ts").min())
     catalog = ctx.items.join(wanted, on="item_id", how="semi")
     born = catalog.select("item_id", "created_at").join(first_seen, on="item_id", how="full", coalesce=True)
-    born = born.select("item_id", since=pl.coalesce("created_at", "first"))
     out = out.join(born, on="item_id", how="left", maintain_order="left")
+    # point in time: a first impression at or after the target's ts is not known at ts (it would
+    # otherwise give future items a negative age, a label leak that serving never sees)
+    first = pl.when(pl.col("first") < pl.col("ts")).then(pl.col("first"))
+    out = out.with_columns(since=pl.coalesce("created_at", first), _new=first.is_null())
     return out.select(
         *KEYS,
         item_clicks_1d="clicks_1d",
@@ -96,8 +100,15 @@ def item_popularity(ctx: FeatureContext) -> pl.DataFrame:
         item_ctr_all=_smoothed_ctr(pl.col("clicks_all"), pl.col("shown_all")),
         item_click_share_7d=pl.col("clicks_7d") / pl.max_horizontal(pl.col("_total_7d"), pl.lit(1.0)),
         item_days_since_click="item_days_since_click",
-        item_age_days=(pl.col("ts") - pl.col("since")).dt.total_seconds() / 86_400.0,
+        item_age_days=_age_days((pl.col("ts") - pl.col("since")).dt.total_seconds()),
+        item_is_new=pl.col("_new").cast(F32),
     )
+
+
+def _age_days(seconds: pl.Expr) -> pl.Expr:
+    """Age in days from whole seconds; unknown (never shown, no created_at) and not-yet-created
+    items are 0 days old: new, not missing (a missing age read as "bad" sank every new item)."""
+    return pl.max_horizontal(seconds.fill_null(0), pl.lit(0)) / 86_400.0
 
 
 @at_moment("item_popularity")
@@ -113,11 +124,14 @@ def item_popularity_at(ctx: MomentContext) -> MomentValues:
         c_1d, _ = trail.counts(t, t - DAY_US) if trail else (0.0, 0.0)
         c_7d, s_7d = trail.counts(t, t - WEEK_US) if trail else (0.0, 0.0)
         created = ctx.state.created.get(item)
-        since = created if created is not None else (int(trail.ts[0]) if trail is not None and len(trail.ts) else None)
+        first = int(trail.ts[0]) if trail is not None and len(trail.ts) and trail.ts[0] < t else None
+        since = created if created is not None else first
         last = counts.last_click if counts else None
-        rows[(item, t)] = [c_1d, c_7d, c_all, s_7d, s_all, np.nan if last is None else last, np.nan if since is None else since]
-    v = np.array([rows[key] for key in zip(ctx.targets["item_id"].to_list(), ctx.ts.tolist())], dtype=np.float64).reshape(-1, 7)
-    c_1d, c_7d, c_all, s_7d, s_all, last, since = v.T
+        rows[(item, t)] = [c_1d, c_7d, c_all, s_7d, s_all, np.nan if last is None else last, np.nan if since is None else since,
+                           1.0 if first is None else 0.0]
+    v = np.array([rows[key] for key in zip(ctx.targets["item_id"].to_list(), ctx.ts.tolist())], dtype=np.float64).reshape(-1, 8)
+    c_1d, c_7d, c_all, s_7d, s_all, last, since, new = v.T
+    age = _days(since, ctx.ts).fill_null(0.0)
     total_7d, _ = ctx.state.everything.counts_many(ctx.ts, ctx.ts - WEEK_US)
     return {
         "item_clicks_1d": c_1d,
@@ -128,7 +142,8 @@ def item_popularity_at(ctx: MomentContext) -> MomentValues:
         "item_ctr_all": _smoothed(c_all, s_all, prior),
         "item_click_share_7d": c_7d / np.maximum(total_7d, 1.0),
         "item_days_since_click": _days(last, ctx.ts),
-        "item_age_days": _days(since, ctx.ts),
+        "item_age_days": pl.Series(np.maximum(age.to_numpy(), 0.0)),
+        "item_is_new": new,
     }
 
 
@@ -180,7 +195,11 @@ def user_activity_at(ctx: MomentContext) -> MomentValues:
     ],
 )
 def user_affinity(ctx: FeatureContext) -> pl.DataFrame:
-    category = ctx.items.select("item_id", category=pl.col("category").fill_null("?"))
+    return _affinity(ctx, ctx.items.select("item_id", category=pl.col("category").fill_null("?")))
+
+
+def _affinity(ctx: FeatureContext, category: pl.DataFrame) -> pl.DataFrame:
+    """user_affinity's columns for an item -> `category` mapping (unmapped items: "?")."""
     log = _counts(ctx.log).join(category, on="item_id", how="left").with_columns(pl.col("category").fill_null("?"))
     t = ctx.targets.select(*KEYS, "user_id", "ts").join(category, on="item_id", how="left", maintain_order="left")
     t = _with_prior(_totals(ctx), t.with_columns(pl.col("category").fill_null("?")))
@@ -232,3 +251,104 @@ def position_at(ctx: MomentContext) -> MomentValues:
     if "position" in ctx.targets.columns:
         return {"position": ctx.targets["position"]}
     return {"position": pl.Series([None] * ctx.targets.height, dtype=F32)}
+
+
+RECENT_US_KEY = "recent_us"  # artefacts["time_scale"][RECENT_US_KEY]: the data's own "recent" window, µs
+
+
+def recent_window(ctx: FeatureContext | MomentContext) -> int:
+    """The run's recent window in whole microseconds (the ranker's label horizon, saved at training)."""
+    return int(ctx.artefacts["time_scale"][RECENT_US_KEY])
+
+
+@register(
+    "item_trend",
+    [
+        FeatureSpec("item_clicks_recent", F32, "clicks on the item in the data's recent window (the label horizon)"),
+        FeatureSpec("item_click_share_recent", F32, "the item's share of all clicks in the recent window"),
+        FeatureSpec("item_trend", F32, "(clicks in the recent window + 1) / (clicks in the window before it + 1)"),
+        FeatureSpec("item_clicks_recent_short", F32, "clicks on the item in the last eighth of the recent window"),
+    ],
+    requires=("time_scale",),
+)
+def item_trend(ctx: FeatureContext) -> pl.DataFrame:
+    window = timedelta(microseconds=recent_window(ctx))
+    log, t = _counts(ctx.log), ctx.targets.select(*KEYS, "ts")
+    out = sums_over(log, t, ["item_id"], ["clicks"], {"_r": window, "_r2": 2 * window, "_rs": _short(window)})
+    out = out.with_columns(_total=totals_before(_totals(ctx), t, window)["clicks"])
+    return out.select(
+        *KEYS,
+        item_clicks_recent="clicks_r",
+        item_click_share_recent=pl.col("clicks_r") / pl.max_horizontal(pl.col("_total"), pl.lit(1.0)),
+        item_trend=(pl.col("clicks_r") + 1.0) / (pl.col("clicks_r2") - pl.col("clicks_r") + 1.0),
+        item_clicks_recent_short="clicks_rs",
+    )
+
+
+def _short(window: timedelta) -> timedelta:
+    """An eighth of the recent window, in whole microseconds (what the counters twin uses)."""
+    return timedelta(microseconds=(window // timedelta(microseconds=1)) // 8)
+
+
+@at_moment("item_trend")
+def item_trend_at(ctx: MomentContext) -> MomentValues:
+    window = recent_window(ctx)
+    recent, both, short = [], [], []
+    for item, t in zip(ctx.targets["item_id"].to_list(), ctx.ts.tolist()):
+        counts = ctx.state.items.get(item)
+        recent.append(counts.trail.counts(t, t - window)[0] if counts else 0.0)
+        both.append(counts.trail.counts(t, t - 2 * window)[0] if counts else 0.0)
+        short.append(counts.trail.counts(t, t - window // 8)[0] if counts else 0.0)
+    c_r, c_r2 = np.array(recent, dtype=np.float64), np.array(both, dtype=np.float64)
+    total, _ = ctx.state.everything.counts_many(ctx.ts, ctx.ts - window)
+    return {
+        "item_clicks_recent": c_r,
+        "item_click_share_recent": c_r / np.maximum(total, 1.0),
+        "item_trend": (c_r + 1.0) / (c_r2 - c_r + 1.0),
+        "item_clicks_recent_short": np.array(short, dtype=np.float64),
+    }
+
+
+@register(
+    "user_topic",
+    [
+        FeatureSpec("user_topic_clicks", F32, "the user's clicks on items of this item's text topic (clusters of item text vectors)"),
+        FeatureSpec("user_topic_share", F32, "share of the user's clicks in this text topic (smoothed)"),
+        FeatureSpec("user_topic_ctr", F32, "the user's smoothed CTR on this text topic"),
+    ],
+    requires=("topics",),
+)
+def user_topic(ctx: FeatureContext) -> pl.DataFrame:
+    topics: pl.DataFrame = ctx.artefacts["topics"]
+    out = _affinity(ctx, topics.select("item_id", category=pl.col("topic")))
+    return out.select(*KEYS, user_topic_clicks="user_category_clicks", user_topic_share="user_category_share",
+                      user_topic_ctr="user_category_ctr")
+
+
+@at_moment("user_topic")
+def user_topic_at(ctx: MomentContext) -> MomentValues:
+    topics: pl.DataFrame = ctx.artefacts["topics"]
+    topic_of = dict(zip(topics["item_id"].to_list(), topics["topic"].to_list()))
+    n_topics = max(len(set(topic_of.values())), 1)  # as the polars group counts them
+    per_user: dict[str, dict[str, list[float]]] = {}
+    rows = []
+    for user_id, item in zip(ctx.targets["user_id"].to_list(), ctx.targets["item_id"].to_list()):
+        user = ctx.state.users.get(user_id)
+        if user is None:
+            rows.append((0.0, 0.0, 0.0))
+            continue
+        if user_id not in per_user:  # the user's [clicks, shown] per topic, from their per-item counts
+            sums: dict[str, list[float]] = {}
+            for seen, (c, n) in user.by_item.items():
+                slot = sums.setdefault(topic_of.get(seen, UNKNOWN_CATEGORY), [0.0, 0.0])
+                slot[0] += c
+                slot[1] += n
+            per_user[user_id] = sums
+        c, n = per_user[user_id].get(topic_of.get(item, UNKNOWN_CATEGORY), [0.0, 0.0])
+        rows.append((c, n, user.clicks))
+    clicks_t, shown_t, clicks_user = np.array(rows, dtype=np.float64).reshape(-1, 3).T
+    return {
+        "user_topic_clicks": clicks_t,
+        "user_topic_share": (clicks_t + 1.0 / n_topics) / (clicks_user + 1.0),
+        "user_topic_ctr": _smoothed(clicks_t, shown_t, _prior_at(ctx)),
+    }

@@ -77,6 +77,13 @@ class FeatureGroup:
     compute: Callable[[FeatureContext], pl.DataFrame]
     requires: tuple[str, ...] = ()  # artefact names that must be present in the context
     at_moment: Callable[[MomentContext], MomentValues] | None = None
+    # a derived group reads the other groups' features of the same request (not the log): it runs
+    # after them, on both paths, so it needs no twin
+    derive: Callable[[pl.DataFrame], pl.DataFrame] | None = None
+
+    @property
+    def has_twin(self) -> bool:
+        return self.at_moment is not None or self.derive is not None
 
     @property
     def feature_names(self) -> list[str]:
@@ -98,6 +105,36 @@ def register(name: str, specs: list[FeatureSpec], requires: tuple[str, ...] = ()
     return wrap
 
 
+def register_derived(name: str, specs: list[FeatureSpec]) -> Callable[[Callable[[pl.DataFrame], pl.DataFrame]], Callable[[pl.DataFrame], pl.DataFrame]]:
+    """Decorator: a group computed from the other groups' columns of the same request
+    (`derive(frame) -> frame` keyed by request_id, item_id; absent input columns give nulls)."""
+
+    def wrap(fn: Callable[[pl.DataFrame], pl.DataFrame]) -> Callable[[pl.DataFrame], pl.DataFrame]:
+        if name in REGISTRY:
+            raise ValueError(f"feature group '{name}' is registered twice")
+
+        def not_from_log(ctx: FeatureContext) -> pl.DataFrame:
+            raise AssertionError(f"bug: derived group '{name}' is computed from features, not from the log")
+
+        REGISTRY[name] = FeatureGroup(name, tuple(specs), not_from_log, derive=fn)
+        return fn
+
+    return wrap
+
+
+def _derived(groups: list[FeatureGroup], out: pl.DataFrame) -> pl.DataFrame:
+    """`out` + the derived groups' columns, computed from `out` (after every other group)."""
+    for group in groups:
+        if group.derive is None:
+            continue
+        frame = group.derive(out)
+        expected = {*KEYS, *group.feature_names}
+        if set(frame.columns) != expected or frame.height != out.height:
+            raise AssertionError(f"bug: derived group '{group.name}' returned {frame.columns} x {frame.height}")
+        out = out.with_columns(frame.select(pl.col(s.name).cast(s.dtype) for s in group.specs))
+    return out
+
+
 def at_moment(name: str) -> Callable[[Callable[[MomentContext], MomentValues]], Callable[[MomentContext], MomentValues]]:
     """Decorator: the counters-based twin of the registered group `name` (same features, same values)."""
 
@@ -115,6 +152,8 @@ def load_all() -> dict[str, FeatureGroup]:
     """Import every module that registers groups, then return the registry."""
     import features.behavioural  # noqa: F401
     import features.blurbs  # noqa: F401
+    import features.collaborative  # noqa: F401
+    import features.context  # noqa: F401
     import features.text  # noqa: F401
 
     return REGISTRY
@@ -138,6 +177,8 @@ def compute_features(groups: list[FeatureGroup], ctx: FeatureContext) -> pl.Data
         missing = [a for a in group.requires if a not in ctx.artefacts]
         if missing:
             raise RecsysInputError(f"feature group '{group.name}' needs stage output(s) {missing}")
+        if group.derive is not None:
+            continue
         frame = group.compute(ctx)
         expected = {*KEYS, *group.feature_names}
         if set(frame.columns) != expected:
@@ -146,7 +187,7 @@ def compute_features(groups: list[FeatureGroup], ctx: FeatureContext) -> pl.Data
             raise AssertionError(f"bug: group '{group.name}' returned {frame.height} rows for {ctx.targets.height} targets")
         frame = frame.select(*KEYS, *(pl.col(s.name).cast(s.dtype) for s in group.specs))
         out = out.join(frame, on=list(KEYS), how="left", maintain_order="left")
-    return out
+    return _derived(groups, out)
 
 
 def compute_at_moment(groups: list[FeatureGroup], ctx: MomentContext) -> pl.DataFrame:
@@ -158,6 +199,8 @@ def compute_at_moment(groups: list[FeatureGroup], ctx: MomentContext) -> pl.Data
         missing = [a for a in group.requires if a not in ctx.artefacts]
         if missing:
             raise RecsysInputError(f"feature group '{group.name}' needs stage output(s) {missing}")
+        if group.derive is not None:
+            continue
         if group.at_moment is None:
             raise ValueError(f"feature group '{group.name}' has no at_moment twin")
         values = group.at_moment(ctx)
@@ -168,4 +211,4 @@ def compute_at_moment(groups: list[FeatureGroup], ctx: MomentContext) -> pl.Data
             if column.len() != ctx.targets.height:
                 raise AssertionError(f"bug: at_moment '{group.name}' returned {column.len()} rows for {ctx.targets.height} targets")
             columns.append(column.cast(spec.dtype))
-    return out.with_columns(columns)
+    return _derived(groups, out.with_columns(columns))

@@ -11,7 +11,7 @@ from typing import Any
 import polars as pl
 
 from features.registry import resolve
-from recsys.compare import read_metrics
+from recsys.compare import read_metrics, require_run
 from recsys.config import from_dict
 from recsys.metrics import metric_key
 from recsys.raytools import ensure_ray
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 def ablate(run_dir: Path, track: bool = True) -> pl.DataFrame:
     import ray
 
+    require_run(run_dir, ("config.json", "metrics.json", "features/train.parquet", "features/valid.parquet",
+                          "features/test.parquet"))
     cfg_json = (run_dir / "config.json").read_text()
     cfg = from_dict(json.loads(cfg_json))
     groups = resolve(cfg.features)

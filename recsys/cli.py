@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from recsys.errors import RecsysInputError
@@ -28,6 +29,22 @@ import_app = typer.Typer(help="Import a dataset from a known format (rows that f
 app.add_typer(data_app, name="data")
 data_app.add_typer(import_app, name="import")
 
+def _flags_without_a_type() -> None:
+    """typer renders every flag with a value type (`--verbose -v <bool>`), though a flag takes
+    no value: show none for flags (and a name-only `-v`/`--help`), keep it for real options."""
+    option = getattr(typer.core, "TyperOption", None)
+    typed = getattr(option, "display_type_rich", None)
+    if option is None or typed is None or getattr(typed, "_flags_untyped", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if getattr(self, "is_flag", False) and not getattr(self, "count", False) else typed(self, ctx)
+
+    display_type_rich._flags_untyped = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
+
+
+_flags_without_a_type()
 console = Console(stderr=True)
 # Tables stay readable when piped to a file or CI log (rich assumes 80 columns there).
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -82,7 +99,7 @@ def import_events_cmd(
     max_text_chars: Annotated[int, typer.Option(help="Items whose title+text is longer are rejected.")] = 20_000,
     session_gap_minutes: Annotated[int, typer.Option(help="Without request_id, a user's rows form one request until a gap this long.")] = 30,
 ) -> None:
-    """Import the contract format (../shared/CONTRACT.md)."""
+    """Import the contract format (docs/CONTRACT.md): events and items as CSV or parquet."""
     from recsys.importers.events import import_events
 
     manifest = import_events(events, items, out_dir, unknown_items=unknown_items.value,
@@ -121,18 +138,32 @@ def import_movielens_cmd(
     _report_import(manifest, out_dir)
 
 
+class SynthProfile(str, Enum):
+    shop = "shop"
+    news = "news"
+
+
 @data_app.command("synth")
 def synth_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Dataset directory to write.")] = Path("data/shop"),
-    users: Annotated[int, typer.Option(min=1)] = 2000,
-    items: Annotated[int, typer.Option(min=1)] = 1000,
-    days: Annotated[int, typer.Option(min=1)] = 30,
-    seed: Annotated[int, typer.Option()] = 7,
+    profile: Annotated[SynthProfile, typer.Option(help="shop: long-lived products (the default); news: articles "
+                                                  "that live a few days, written from hidden topics.")] = SynthProfile.shop,
+    users: Annotated[int | None, typer.Option(min=1, help="Default 2000 (shop), 3000 (news).")] = None,
+    items: Annotated[int | None, typer.Option(min=1, help="Default 1000 (shop); news: about this many "
+                                              "articles in all (default 40-60 a day).")] = None,
+    days: Annotated[int, typer.Option(min=1, help="Days of simulated traffic (the time span of the event log).")] = 30,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed writes the same dataset.")] = 7,
 ) -> None:
-    """Generate the synthetic shop (with ground_truth.parquet holding the true click model)."""
-    from recsys.synth import SynthConfig, synth
+    """Generate a synthetic dataset (with ground_truth.parquet holding the true click model)."""
+    if profile is SynthProfile.news:
+        from recsys.synth_news import NewsConfig, articles_per_day, synth_news
 
-    manifest = synth(SynthConfig(users=users, items=items, days=days, seed=seed), out_dir)
+        per_day = articles_per_day(items, days) if items else NewsConfig.articles_per_day
+        manifest = synth_news(NewsConfig(users=users or 3000, days=days, seed=seed, articles_per_day=per_day), out_dir)
+    else:
+        from recsys.synth import SynthConfig, synth
+
+        manifest = synth(SynthConfig(users=users or 2000, items=items or 1000, days=days, seed=seed), out_dir)
     out.print(f"wrote {manifest['rows']['events']:,} impressions of {manifest['rows']['items']:,} items "
               f"for {manifest['users']:,} users into {out_dir}")
 
@@ -217,6 +248,8 @@ def train_cmd(
     run_dir = run_dir or Path("runs") / cfg.name
     metrics = train(cfg, data_dir, run_dir, track=track)
     print_metrics_table(comparison_of_run(run_dir), title=f"{cfg.name}: test groups ({metrics['task']}), run {run_dir}")
+    if "gate" in metrics:
+        out.print(metrics["gate"]["line"])
     out.print(f"stage seconds: {metrics['stages']}")
     if "mlflow" in metrics:
         m = metrics["mlflow"]
@@ -230,14 +263,13 @@ def score_cmd(
     out_path: Annotated[Path, typer.Option("--out", help="SCORES.parquet to write.")],
     workers: Annotated[int, typer.Option(help="Ray Data scoring actors.")] = 1,
     shard_rows: Annotated[int, typer.Option(help="Rows per resumable shard.")] = 250_000,
-    batch_size: Annotated[int, typer.Option(help="Rows per scoring call (a worker's memory grows with it).")] = 50_000,
 ) -> None:
     """Score candidate pairs as of the end of training; one row per candidate, resumable after a kill."""
     from serving.batch import score_file
 
-    if shard_rows < 1 or batch_size < 1:
-        raise RecsysInputError(f"score: --shard-rows ({shard_rows}) and --batch-size ({batch_size}) must be at least 1")
-    score_file(run, candidates, out_path, workers=workers, shard_rows=shard_rows, batch_size=batch_size)
+    if shard_rows < 1:
+        raise RecsysInputError(f"score: --shard-rows ({shard_rows}) must be at least 1")
+    score_file(run, candidates, out_path, workers=workers, shard_rows=shard_rows)
     out.print(f"wrote {out_path}")
 
 
@@ -383,6 +415,8 @@ def experiments_list_cmd(directory: Annotated[Path, typer.Option(help="Folder of
     """The experiment configs: name, task, feature groups, description."""
     from recsys.config import load_config
 
+    if not directory.is_dir():
+        raise RecsysInputError(f"experiments list: {directory} is not a folder (of experiment TOMLs)")
     view = Table(title=f"experiments in {directory}")
     for col in ("file", "name", "task", "features", "description"):
         view.add_column(col)
@@ -462,8 +496,15 @@ def run() -> None:
     """Entry point: user errors become one red line and exit code 2, never a traceback."""
     try:
         app()
-    except RecsysInputError as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+    except RecsysInputError as err:  # escaped: "[ranker]" in a message is text, not rich markup
+        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (FileNotFoundError, NotADirectoryError) as err:  # a path the user gave that is not there
+        if logging.getLogger().isEnabledFor(logging.DEBUG):  # -v: the traceback too
+            raise
+        where = f": {err.filename}" if getattr(err, "filename", None) else ""
+        console.print(f"[red]error:[/red] {escape(str(err.strerror or err))}{escape(where)} (-v shows where)",
+                      highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

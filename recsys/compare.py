@@ -15,6 +15,21 @@ from recsys.metrics import mean_with_ci, per_request
 COMPARE_METRICS = ("auc", "mrr@10", "ndcg@5", "ndcg@10", "recall@10")
 
 
+FINISHED_RUN = ("metrics.json", "ranker/model.txt", "features/test.parquet")
+
+
+def require_run(run_dir: Path, needs: tuple[str, ...] = FINISHED_RUN) -> Path:
+    """`run_dir` if it is a finished `recsys train` run (has `needs`), else one clear error."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RecsysInputError(f"{run_dir}: no such run directory (`recsys train --run-dir {run_dir}` makes one; "
+                               "`ls runs/ demo/runs/` shows those there are)")
+    missing = [n for n in needs if not (run_dir / n).exists()]
+    if missing:
+        raise RecsysInputError(f"{run_dir}: not a finished `recsys train` run (no {', '.join(missing)})")
+    return run_dir
+
+
 def read_metrics(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / "metrics.json"
     if not path.exists():
@@ -43,6 +58,8 @@ def compare_runs(run_dirs: list[Path], resamples: int = 1000) -> pl.DataFrame:
     judged on the same test requests (else the delta's CI is null)."""
     if not run_dirs:
         raise RecsysInputError("compare: give at least one run directory")
+    for run_dir in run_dirs:  # every one checked before any work
+        require_run(run_dir)
     base_dir = run_dirs[0]
     base = per_request_of(base_dir)
     rows = []

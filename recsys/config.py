@@ -10,13 +10,17 @@ import json
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from recsys.errors import RecsysInputError
 from recsys.splits import SplitConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "experiments" / "default.toml"
 BEHAVIOURAL_GROUPS = ["item_popularity", "user_activity", "user_affinity"]
+# experiments/default.toml lists the same groups (a config without `features` gets these)
+DEFAULT_FEATURES = ("item_popularity", "item_trend", "user_activity", "user_affinity", "user_topic", "collaborative",
+                    "interest", "blurb", "request_context")
 
 
 @dataclass(frozen=True)
@@ -24,16 +28,18 @@ class RankerConfig:
     # "impressions": one LambdaMART group per logged request (re-rank what the shop showed);
     # "catalog": one group per (user, cutoff) over every item the user has not seen, labels =
     # clicks in the following horizon, replayed at several cutoffs (CONTRACT.md's lesson).
-    task: Literal["impressions", "catalog"] = "catalog"
+    # "mixed": both catalog groups and page groups (per user at each cutoff, the items they were
+    # shown in the following horizon, ranked as of the cutoff), so one ranker serves both jobs.
+    task: Literal["mixed", "impressions", "catalog"] = "mixed"
     num_leaves: int = 31
     learning_rate: float = 0.05
     n_estimators: int = 400
     early_stopping_rounds: int = 40
     min_data_in_leaf: int = 50
     feature_fraction: float = 0.9
-    cutoffs: int = 4
-    horizon_fraction: float = 0.1
+    cutoffs: int = 8
     max_users_per_cutoff: int = 300
+    max_page_users_per_cutoff: int = 2000
     max_items_per_group: int = 3000
     seed: int = 13
 
@@ -56,7 +62,7 @@ class RunConfig:
     name: str = "default"
     description: str = ""
     data: str = ""  # dataset directory; `recsys train --data` overrides it
-    features: list[str] = field(default_factory=lambda: [*BEHAVIOURAL_GROUPS, "interest", "blurb"])
+    features: list[str] = field(default_factory=lambda: list(DEFAULT_FEATURES))
     split: SplitConfig = SplitConfig()
     ranker: RankerConfig = RankerConfig()
     stages: StagesConfig = StagesConfig()
@@ -74,12 +80,77 @@ class RunConfig:
 SECTIONS: dict[str, type] = {"split": SplitConfig, "ranker": RankerConfig, "stages": StagesConfig, "mlflow": MlflowConfig}
 
 
+# bounds of values that would otherwise fail deep inside a stage (LightGBM, the split), minutes in:
+# key -> (lowest, highest, whether each bound itself is allowed)
+LIMITS: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "num_leaves": (2, None, True, True), "learning_rate": (0, None, False, True), "n_estimators": (1, None, True, True),
+    "early_stopping_rounds": (1, None, True, True), "min_data_in_leaf": (1, None, True, True),
+    "feature_fraction": (0, 1, False, True), "cutoffs": (1, None, True, True), "max_users_per_cutoff": (1, None, True, True),
+    "max_items_per_group": (1, None, True, True), "valid_fraction": (0, 1, True, False), "test_fraction": (0, 1, False, False),
+}
+CHECKED = (RankerConfig, SplitConfig)  # the classes LIMITS is about (other sections check themselves)
+
+
+def _expected(value: Any, hint: Any) -> str | None:
+    """None when a TOML value fits the field's type; else what the field expects, in words."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return None
+    if origin is Literal:
+        return None if value in args else f"one of {list(args)}"
+    if origin in (Union, UnionType):
+        if value is None and type(None) in args:
+            return None
+        wants = [_expected(value, a) for a in args if a is not type(None)]
+        return None if any(w is None for w in wants) else " or ".join(w for w in wants if w)
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if hint is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if hint is str:
+        return None if isinstance(value, str) else "a string"
+    if hint in (list, tuple) or origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return "a list"
+        element = args[0] if args and (origin is list or (len(args) == 2 and args[1] is Ellipsis)) else None
+        wrong = [_expected(v, element) for v in value] if element is not None else []
+        return next((f"a list of {w.removeprefix('an ').removeprefix('a ')}s" for w in wrong if w), None)
+    if hint is dict or origin is dict:
+        return None if isinstance(value, dict) else "a table"
+    return None  # a type this check does not know: the class itself decides
+
+
+def _check_values(cls: type, values: dict[str, Any], where: str) -> None:
+    try:
+        hints = get_type_hints(cls)
+    except Exception:  # an annotation that does not resolve here: leave the values to the class
+        hints = {}
+    for key, value in values.items():
+        wanted = _expected(value, hints[key]) if key in hints else None
+        if wanted:
+            raise RecsysInputError(f"{where}: {key} = {value!r}; expected {wanted}")
+        low, high, low_ok, high_ok = LIMITS.get(key, (None, None, True, True)) if cls in CHECKED else (None, None, True, True)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if (low is not None and (value < low or (value == low and not low_ok))) or (
+                high is not None and (value > high or (value == high and not high_ok))):
+            bound = " and ".join(b for b in (None if low is None else f"{'>=' if low_ok else '>'} {low}",
+                                             None if high is None else f"{'<=' if high_ok else '<'} {high}") if b)
+            raise RecsysInputError(f"{where}: {key} = {value!r}; expected {bound}")
+
+
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     known = {f.name: f for f in fields(cls)}
     unknown = [k for k in values if k not in known]
     if unknown:
         raise RecsysInputError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    return cls(**values)
+    _check_values(cls, values, where)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:  # a class's own check of its values
+        raise RecsysInputError(f"{where}: {err}") from None
 
 
 def _parse_value(text: str) -> Any:
@@ -125,8 +196,9 @@ def check(cfg: RunConfig, where: str) -> None:
     groups = resolve(cfg.features)
     for group in groups:
         for need in group.requires:
-            stage = {"interest": "interest", "blurbs": "blurbs"}.get(need, need)
-            if not getattr(cfg.stages, stage, False):
+            # text topics are made from the interest model's item vectors; other artefacts come with the state
+            stage = {"interest": "interest", "topics": "interest", "blurbs": "blurbs"}.get(need)
+            if stage is not None and not getattr(cfg.stages, stage):
                 raise RecsysInputError(
                     f"{where}: feature group '{group.name}' needs stage '{stage}', which [stages] disables"
                 )

@@ -9,11 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
+from datetime import timedelta
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import polars as pl
 
 from features.registry import resolve
@@ -21,7 +24,7 @@ from recsys.config import BEHAVIOURAL_GROUPS, RunConfig, blurb_config, interest_
 from recsys.dataset import Dataset, content_hash, load_dataset
 from recsys.raytools import remote_call
 from recsys.splits import time_split
-from recsys.stages import Periods, evaluate_frame, features_stage, plan_periods, ranker_stage
+from recsys.stages import GROUP_FIELDS, Periods, by_shape, features_stage, plan_periods, ranker_stage, shape_mean
 
 log = logging.getLogger(__name__)
 STAGES_FILE = "stages.json"
@@ -53,12 +56,17 @@ class StageCache:
         return True
 
 
-def _write_state(data: Dataset, run_dir: Path) -> None:
-    """What scoring needs, inside the run: the catalog and the log as of the end of training."""
+def _write_state(data: Dataset, periods: Periods, run_dir: Path) -> None:
+    """What scoring needs, inside the run: the catalog, the log as of the end of training, and the
+    data's time scale (its "recent" window = the ranker's label horizon)."""
+    from features.behavioural import RECENT_US_KEY
+
     state = run_dir / "state"
     state.mkdir(parents=True, exist_ok=True)
     data.items.write_parquet(state / "items.parquet")
     data.events.write_parquet(state / "log.parquet")
+    recent_us = max(int(periods.horizon / timedelta(microseconds=1)), 1)
+    (state / "time_scale.json").write_text(json.dumps({RECENT_US_KEY: recent_us, "recent_days": recent_us / 86_400e6}) + "\n")
 
 
 def _run_interest(cfg: RunConfig, data: Dataset, periods: Periods, split_valid: pl.DataFrame, out: Path) -> None:
@@ -68,21 +76,42 @@ def _run_interest(cfg: RunConfig, data: Dataset, periods: Periods, split_valid: 
     train_interest(interest_config(cfg), data, train_events, split_valid, out)
 
 
+def _write_topics(run_dir: Path) -> None:
+    """Text topics of every catalog item, from the interest model's item vectors."""
+    from features.topics import fit_topics
+    from models.interest.embed import EMBEDDINGS_FILE, read_embeddings
+
+    ids, vectors = read_embeddings(run_dir / "interest" / EMBEDDINGS_FILE)
+    (run_dir / "topics").mkdir(parents=True, exist_ok=True)
+    fit_topics(ids, vectors).write_parquet(run_dir / "topics" / "topics.parquet")
+
+
 def _run_blurbs(cfg: RunConfig, data: Dataset, periods: Periods, out: Path, cache_dir: Path) -> None:
     from models.blurbs.stage import run as make_blurbs
 
     make_blurbs(blurb_config(cfg), data, data.events.filter(pl.col("ts") < periods.valid_start), out, cache_dir)
 
 
-def baseline_comparison(run_dir: Path, data: Dataset, task: str) -> dict[str, Any]:
-    """Single-feature rankers on the same test groups as the ranker: popularity, trend, interest."""
-    test = pl.read_parquet(run_dir / "features" / "test.parquet")
-    columns = {"popularity": "item_clicks_all", "recent_popularity_7d": "item_clicks_7d", "interest_alone": "interest_score"}
-    out = {name: evaluate_frame(test, test[col].fill_null(0.0).to_numpy()) for name, col in columns.items() if col in test.columns}
+# The scorers a user would otherwise run, as single feature columns: the release gate weighs the
+# ranker against each on the validation groups, and the run reports them beside it on test.
+BASELINES = {
+    "popularity": "item_clicks_all",
+    "recent_popularity_1d": "item_clicks_1d",
+    "recent_popularity_7d": "item_clicks_7d",
+    "recent_popularity": "item_clicks_recent",
+    "interest_alone": "interest_score",
+    "cf_alone": "cf_score",
+}
+
+
+def baseline_comparison(frame: pl.DataFrame, data: Dataset, task: str) -> dict[str, Any]:
+    """Single-feature rankers on the same groups as the ranker: popularity, trend, interest, CF."""
+    out = {name: by_shape(frame, frame[col].fill_null(0.0).cast(pl.Float64).to_numpy())
+           for name, col in BASELINES.items() if col in frame.columns}
     if task == "impressions" and data.ground_truth is not None:
-        truth = test.join(data.ground_truth.select("request_id", "item_id", "relevance"), on=["request_id", "item_id"], how="left",
-                          maintain_order="left")
-        out["oracle"] = evaluate_frame(test, truth["relevance"].fill_null(0.0).to_numpy())
+        truth = frame.join(data.ground_truth.select("request_id", "item_id", "relevance"), on=["request_id", "item_id"], how="left",
+                           maintain_order="left")
+        out["oracle"] = by_shape(frame, truth["relevance"].fill_null(0.0).to_numpy())
     return out
 
 
@@ -98,34 +127,52 @@ def train(cfg: RunConfig, data_dir: Path, run_dir: Path, *, track: bool = True, 
     split = time_split(data.events, cfg.split)
     periods = plan_periods(cfg, split, data.events)
     cache = StageCache(run_dir)
-    cache.run("state", _key(data_hash), run_dir / "state", lambda: _write_state(data, run_dir))
     split_key = _key(data_hash, asdict(cfg.split), cfg.ranker.task, str(periods))
+    cache.run("state", split_key, run_dir / "state" / "time_scale.json", lambda: _write_state(data, periods, run_dir))
     interest_key = blurbs_key = "off"
     if cfg.stages.interest:
         # the resolved config, defaults included: a changed default reruns the stage
         interest_key = _key(split_key, asdict(interest_config(cfg)))
         cache.run("interest", interest_key, run_dir / "interest" / "metrics.json",
                   lambda: _run_interest(cfg, data, periods, split.valid, run_dir / "interest"))
+    if cfg.stages.interest and "user_topic" in cfg.features:
+        cache.run("topics", _key(interest_key, "topics"), run_dir / "topics" / "topics.parquet",
+                  lambda: _write_topics(run_dir))
     if cfg.stages.blurbs:
         blurbs_key = _key(split_key, asdict(blurb_config(cfg)), interest_key)
         cache.run("blurbs", blurbs_key, run_dir / "blurbs" / "blurbs.parquet",
                   lambda: _run_blurbs(cfg, data, periods, run_dir / "blurbs", cache_dir))
     cfg_json = cfg.to_json()
-    features_key = _key(split_key, cfg.features, asdict(cfg.ranker), interest_key, blurbs_key)
+    # the features stage reads only the group-shaping fields of [ranker], not its training knobs
+    group_fields = {k: v for k, v in asdict(cfg.ranker).items() if k in GROUP_FIELDS}
+    features_key = _key(split_key, cfg.features, group_fields, interest_key, blurbs_key)
     cache.run("features", features_key, run_dir / "features" / "test.parquet",
               lambda: remote_call(features_stage, cfg_json, str(data_dir.resolve()), str(run_dir.resolve())))
     names = [f for g in resolve(cfg.features) for f in g.feature_names]
-    results: dict[str, Any] = {}
-    cache.run("ranker", _key(features_key, asdict(cfg.ranker)), run_dir / "ranker" / "result.json",
-              lambda: _save_result(run_dir / "ranker", remote_call(ranker_stage, cfg_json, str(run_dir.resolve()), names)))
-    results["ranker"] = json.loads((run_dir / "ranker" / "result.json").read_text())
     behavioural = [f for g in resolve([n for n in cfg.features if n in BEHAVIOURAL_GROUPS]) for f in g.feature_names]
-    comparison = baseline_comparison(run_dir, data, cfg.ranker.task)
+    valid = pl.read_parquet(run_dir / "features" / "valid.parquet")
+    test = pl.read_parquet(run_dir / "features" / "test.parquet")
+    baselines_valid = baseline_comparison(valid, data, cfg.ranker.task)
+    # candidates for release: the ranker, the ranker without text, and the best baseline on valid
+    candidates: dict[str, tuple[list[str], bool]] = {"ranker_full": (names, False)}
     if behavioural and len(behavioural) < len(names):
-        cache.run("ranker_no_text", _key(features_key, asdict(cfg.ranker), "no_text"), run_dir / "ranker_no_text" / "result.json",
-                  lambda: _save_result(run_dir / "ranker_no_text",
-                                       remote_call(ranker_stage, cfg_json, str(run_dir.resolve()), behavioural, "ranker_no_text")))
-        comparison["ranker_no_text"] = json.loads((run_dir / "ranker_no_text" / "result.json").read_text())["test"]
+        candidates["ranker_no_text"] = (behavioural, False)
+    best_baseline = max(baselines_valid, key=lambda b: shape_mean(baselines_valid[b])) if baselines_valid else None
+    if best_baseline is not None and best_baseline != "oracle":
+        candidates[f"baseline_{best_baseline}"] = ([BASELINES[best_baseline]], True)
+    results: dict[str, Any] = {}
+    for cand, (features, monotone) in candidates.items():
+        cache.run(cand, _key(features_key, asdict(cfg.ranker), features, monotone), run_dir / cand / "result.json",
+                  lambda: _save_result(run_dir / cand,
+                                       remote_call(ranker_stage, cfg_json, str(run_dir.resolve()), features, cand, monotone)))
+        results[cand] = json.loads((run_dir / cand / "result.json").read_text())
+    gate = release_gate(results, baselines_valid)
+    _ship(run_dir / gate["shipped"], run_dir / "ranker", gate)
+    log.info("%s", gate["line"])
+    results["ranker"] = json.loads((run_dir / "ranker" / "result.json").read_text())
+    comparison = baseline_comparison(test, data, cfg.ranker.task)
+    for cand in candidates:
+        comparison[cand] = results[cand]["test"]
     comparison["ranker"] = results["ranker"]["test"]
     metrics = {
         "name": cfg.name,
@@ -134,6 +181,8 @@ def train(cfg: RunConfig, data_dir: Path, run_dir: Path, *, track: bool = True, 
         "data_hash": data_hash,
         "periods": {k: str(v) for k, v in asdict(periods).items()},
         "ranker": results["ranker"],
+        "gate": gate,
+        "baselines_valid": baselines_valid,
         "comparison": comparison,
         "stages": {**{f"{k}_seconds": v for k, v in cache.seconds.items()}, "total_seconds": round(time.perf_counter() - started, 2)},
     }
@@ -145,6 +194,30 @@ def train(cfg: RunConfig, data_dir: Path, run_dir: Path, *, track: bool = True, 
         metrics["mlflow"] = log_run(run_dir, cfg.to_dict(), metrics, data_hash, sample)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     return metrics
+
+
+def release_gate(results: dict[str, Any], baselines_valid: dict[str, Any]) -> dict[str, Any]:
+    """Ship the candidate with the best validation nDCG@10 (mean over group shapes); the full
+    ranker unless another candidate beats it, and then one plain line says so."""
+    figures = {name: shape_mean(r["valid"]) for name, r in results.items()}
+    reference = {name: shape_mean(m) for name, m in baselines_valid.items() if name != "oracle"}
+    shipped = max(figures, key=lambda n: (figures[n], n == "ranker_full"))
+    best_ref = max(reference, key=reference.__getitem__) if reference else None
+    if shipped == "ranker_full":
+        line = f"release gate: shipping the ranker (valid nDCG@10 {figures[shipped]:.4f}"
+        line += f"; best baseline {best_ref} {reference[best_ref]:.4f})" if best_ref else ")"
+    else:
+        line = (f"release gate: the ranker (valid nDCG@10 {figures['ranker_full']:.4f}) loses to {shipped} "
+                f"({figures[shipped]:.4f}); shipping {shipped}")
+    return {"shipped": shipped, "valid_ndcg@10": figures, "baselines_valid_ndcg@10": reference, "line": line}
+
+
+def _ship(source: Path, target: Path, gate: dict[str, Any]) -> None:
+    """run_dir/ranker = the shipped candidate's files (every reader of a run loads ranker/)."""
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target)
+    (target / "shipped.json").write_text(json.dumps(gate, indent=2) + "\n")
 
 
 def _save_result(out: Path, result: dict[str, Any]) -> None:

@@ -20,11 +20,13 @@ from recsys.config import RunConfig
 from recsys.dataset import Dataset
 from recsys.metrics import METRICS, per_request, summarize
 from recsys.splits import Split
-from recsys.targets import catalog_targets, impression_targets, replay_cutoffs
+from recsys.targets import catalog_targets, impression_targets, page_targets, replay_cutoffs
 
 log = logging.getLogger(__name__)
 TEST_MIN_USER_EVENTS = 5  # CONTRACT.md protocol: judged users have at least 5 training events
 TEST_MAX_USERS = 200
+# the [ranker] fields that shape the ranking groups (what the features stage reads)
+GROUP_FIELDS = ("task", "cutoffs", "max_users_per_cutoff", "max_page_users_per_cutoff", "max_items_per_group", "seed")
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ def plan_periods(cfg: RunConfig, split: Split, events: pl.DataFrame) -> Periods:
     t0: datetime = events["ts"].min()  # type: ignore[assignment]
     end: datetime = events["ts"].max()  # type: ignore[assignment]
     horizon = split.test_start - split.valid_start
-    if cfg.ranker.task == "catalog":
+    if cfg.ranker.task in ("catalog", "mixed"):
         cutoffs = replay_cutoffs(t0, split.valid_start, horizon, cfg.ranker.cutoffs)
         interest_end = min(cutoffs) if cutoffs else split.valid_start
     else:
@@ -61,16 +63,26 @@ def build_groups(cfg: RunConfig, data: Dataset, split: Split, periods: Periods) 
         ranker_train = split.train.filter(pl.col("ts") >= periods.interest_end)
         return {"train": impression_targets(ranker_train), "valid": impression_targets(split.valid),
                 "test": impression_targets(split.test)}
+    before_valid, before_test = ev.filter(pl.col("ts") < periods.valid_start), ev.filter(pl.col("ts") < periods.test_start)
+    end = periods.data_end + timedelta(microseconds=1)
     train = [
-        catalog_targets(ev.filter(pl.col("ts") < periods.valid_start), items, c, c + periods.horizon, tag=f"c{k}",
+        catalog_targets(before_valid, items, c, c + periods.horizon, tag=f"c{k}",
                         max_users=r.max_users_per_cutoff, max_items=r.max_items_per_group, seed=r.seed + k)
         for k, c in enumerate(periods.cutoffs)
     ]
-    valid = catalog_targets(ev.filter(pl.col("ts") < periods.test_start), items, periods.valid_start, periods.test_start,
-                            tag="valid", max_users=r.max_users_per_cutoff, max_items=r.max_items_per_group, seed=r.seed)
-    test = catalog_targets(ev, items, periods.test_start, periods.data_end + timedelta(microseconds=1), tag="test",
-                           max_users=TEST_MAX_USERS, max_items=None, seed=r.seed, min_user_events=TEST_MIN_USER_EVENTS)
-    return {"train": pl.concat(train) if train else valid.head(0), "valid": valid, "test": test}
+    valid = [catalog_targets(before_test, items, periods.valid_start, periods.test_start,
+                             tag="valid", max_users=r.max_users_per_cutoff, max_items=r.max_items_per_group, seed=r.seed)]
+    test = [catalog_targets(ev, items, periods.test_start, end, tag="test",
+                            max_users=TEST_MAX_USERS, max_items=None, seed=r.seed, min_user_events=TEST_MIN_USER_EVENTS)]
+    if r.task == "mixed":
+        # the page job at the same cutoffs: re-rank what each user was shown next, as of the cutoff
+        train += [page_targets(before_valid, c, c + periods.horizon, tag=f"p{k}", max_users=r.max_page_users_per_cutoff,
+                               seed=r.seed + k) for k, c in enumerate(periods.cutoffs)]
+        valid.append(page_targets(before_test, periods.valid_start, periods.test_start, tag="pvalid",
+                                  max_users=r.max_page_users_per_cutoff, seed=r.seed))
+        test.append(page_targets(ev, periods.test_start, end, tag="ptest", max_users=TEST_MAX_USERS, seed=r.seed))
+    non_empty = [g for g in valid if g.height] or valid[:1]
+    return {"train": pl.concat(train) if train else valid[0].head(0), "valid": pl.concat(non_empty), "test": pl.concat(test)}
 
 
 def features_stage(cfg_json: str, data_dir: str, run_dir: str) -> dict[str, int]:
@@ -103,21 +115,44 @@ def evaluate_frame(frame: pl.DataFrame, scores: np.ndarray, resamples: int = 100
     return {m: {"mean": e.mean, "low": e.low, "high": e.high, "n": e.n} for m, e in summarize(per_req, METRICS, resamples).items()}
 
 
-def ranker_stage(cfg_json: str, run_dir: str, feature_names: list[str], out_name: str = "ranker") -> dict[str, Any]:
-    """Train LambdaMART on run_dir/features, judge it on the test groups, save model and plots."""
+def by_shape(frame: pl.DataFrame, scores: np.ndarray) -> dict[str, Any]:
+    """Metrics of `scores` over all groups, and per group shape (catalog, page, impressions)."""
+    out: dict[str, Any] = evaluate_frame(frame, scores)
+    if "shape" in frame.columns and frame["shape"].n_unique() > 1:
+        for shape in frame["shape"].unique().sort().to_list():
+            mine = (frame["shape"] == shape).to_numpy()
+            out[f"shape:{shape}"] = evaluate_frame(frame.filter(pl.Series(mine)), scores[mine])
+    return out
+
+
+def shape_mean(metrics: dict[str, Any], metric: str = "ndcg@10") -> float:
+    """The gate's figure: the mean over group shapes of each shape's mean (each job counts once)."""
+    shapes = [v for k, v in metrics.items() if k.startswith("shape:")]
+    values = [m[metric]["mean"] for m in (shapes or [metrics]) if metric in m]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def ranker_stage(cfg_json: str, run_dir: str, feature_names: list[str], out_name: str = "ranker",
+                 monotone: bool = False) -> dict[str, Any]:
+    """Train LambdaMART on run_dir/features, judge it on the valid and test groups (overall and
+    per group shape), save model and plots. `monotone`: scores only rise with each feature (a
+    baseline shipped as a model)."""
     from models import ranker as ranker_mod
     from recsys.config import from_dict
 
     cfg = from_dict(json.loads(cfg_json))
     feats = Path(run_dir) / "features"
     train, valid, test = (pl.read_parquet(feats / f"{n}.parquet") for n in ("train", "valid", "test"))
-    model, info = ranker_mod.train(cfg.ranker, train, valid, feature_names, cfg.features)
+    model, info = ranker_mod.train(cfg.ranker, train, valid, feature_names, cfg.features, monotone=monotone)
+    if monotone and len(feature_names) == 1:
+        model.passthrough = feature_names[0]
     out = model.save(Path(run_dir) / out_name)
     ranker_mod.plot_curves(info["curves"], out / "curves.png")
     ranker_mod.plot_importance(model, out / "importance.png")
     ranker_mod.importance_table(model).write_csv(out / "importance.csv")
     return {
         "best_iteration": info["best_iteration"],
-        "valid": evaluate_frame(valid, model.predict(valid)),
-        "test": evaluate_frame(test, model.predict(test)),
+        "features": feature_names,
+        "valid": by_shape(valid, model.predict(valid)),
+        "test": by_shape(test, model.predict(test)),
     }

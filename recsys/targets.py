@@ -18,15 +18,24 @@ def impression_targets(events: pl.DataFrame) -> pl.DataFrame:
     start = events.group_by("request_id").agg(_start=pl.col("ts").min())
     return (
         events.join(start, on="request_id")
-        .select("request_id", "user_id", "item_id", ts=pl.col("_start"), position="position", label=pl.col("clicked").cast(pl.Int32))
+        .select("request_id", "user_id", "item_id", ts=pl.col("_start"), position="position", label=pl.col("clicked").cast(pl.Int32),
+                shape=pl.lit("impressions"))
         .unique(["request_id", "item_id"], keep="first", maintain_order=True)  # a repeat in one request counts once
         .sort("request_id", "item_id")
     )
 
 
-def catalog_items(items: pl.DataFrame, before: datetime) -> pl.DataFrame:
-    """Catalog items that exist at `before` (no created_at = always existed)."""
-    return items.filter(pl.col("created_at").is_null() | (pl.col("created_at") < before)).select("item_id")
+def catalog_items(items: pl.DataFrame, before: datetime, log: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Catalog items that exist at `before`: created before it, or, without created_at, shown
+    before it in `log` (an item the log first shows later did not exist yet; counting it as a
+    candidate that nobody clicked would teach the ranker that new items are bad). Without a log,
+    no created_at = always existed."""
+    created = pl.col("created_at").is_not_null() & (pl.col("created_at") < before)
+    if log is None:
+        return items.filter(pl.col("created_at").is_null() | created).select("item_id")
+    shown = log.filter(pl.col("ts") < before).select("item_id").unique()
+    undated = items.filter(pl.col("created_at").is_null()).join(shown, on="item_id", how="semi")
+    return pl.concat([items.filter(created).select("item_id"), undated.select("item_id")]).unique(maintain_order=True)
 
 
 def catalog_targets(
@@ -53,7 +62,7 @@ def catalog_targets(
     users = future_clicks.select("user_id").unique().join(active, on="user_id").sort("user_id")
     if users.height > max_users:
         users = users.sample(max_users, seed=seed).sort("user_id")
-    candidates = catalog_items(items, horizon_end)
+    candidates = catalog_items(items, horizon_end, log)
     seen = past.select("user_id", "item_id").unique()
     pairs = users.join(candidates, how="cross").join(seen, on=["user_id", "item_id"], how="anti")
     positives = future_clicks.select("user_id", "item_id").unique().with_columns(label=pl.lit(1, dtype=pl.Int32))
@@ -69,6 +78,38 @@ def catalog_targets(
         item_id="item_id",
         ts=pl.lit(cutoff).cast(pl.Datetime("us", "UTC")),
         label="label",
+        shape=pl.lit("catalog"),
+    ).sort("request_id", "item_id")
+
+
+def page_targets(
+    log: pl.DataFrame,
+    cutoff: datetime,
+    horizon_end: datetime,
+    *,
+    tag: str,
+    max_users: int,
+    seed: int,
+    min_user_events: int = 1,
+) -> pl.DataFrame:
+    """Groups for users shown items in [cutoff, horizon_end) who click one of them: candidates =
+    every item shown to the user then, label 1 = clicked then, ranked as of the cutoff (the job of
+    re-ranking a page of mostly new items with nothing after the cutoff known)."""
+    past = log.filter(pl.col("ts") < cutoff)
+    window = log.filter((pl.col("ts") >= cutoff) & (pl.col("ts") < horizon_end))
+    active = past.group_by("user_id").len().filter(pl.col("len") >= min_user_events).select("user_id")
+    pages = window.group_by("user_id", "item_id").agg(label=(pl.col("clicked") == 1).any().cast(pl.Int32))
+    users = (pages.group_by("user_id").agg(clicks=pl.col("label").sum(), shown=pl.len())
+             .filter((pl.col("clicks") > 0) & (pl.col("shown") >= 2)).select("user_id").join(active, on="user_id").sort("user_id"))
+    if users.height > max_users:
+        users = users.sample(max_users, seed=seed).sort("user_id")
+    return pages.join(users, on="user_id", how="semi").select(
+        request_id=pl.col("user_id") + pl.lit(f"@{tag}"),
+        user_id="user_id",
+        item_id="item_id",
+        ts=pl.lit(cutoff).cast(pl.Datetime("us", "UTC")),
+        label="label",
+        shape=pl.lit("page"),
     ).sort("request_id", "item_id")
 
 

@@ -49,7 +49,15 @@ def log_run(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any], data
         mlflow.set_tags({"data_hash": data_hash, "run_dir": str(run_dir.resolve()), "task": config["ranker"]["task"]})
         for split in ("valid", "test"):
             for metric, est in metrics["ranker"][split].items():
-                mlflow.log_metric(f"{split}_{metric_key(metric)}", est["mean"])
+                if metric.startswith("shape:"):  # per group shape: {metric: estimate}
+                    for name, sub in est.items():
+                        mlflow.log_metric(f"{split}_{metric_key(name)}_{metric[6:]}", sub["mean"])
+                else:
+                    mlflow.log_metric(f"{split}_{metric_key(metric)}", est["mean"])
+        for model, value in metrics.get("gate", {}).get("valid_ndcg@10", {}).items():
+            mlflow.log_metric(f"gate_valid_ndcg_at_10_{model}", value)
+        if "gate" in metrics:
+            mlflow.set_tag("shipped", metrics["gate"]["shipped"])
         for model, table in metrics["comparison"].items():
             mlflow.log_metric(f"test_ndcg_at_10_{model}", table["ndcg@10"]["mean"])
         for key, value in metrics.get("stages", {}).items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,21 @@ def _blurb_vectors(run_dir: Path, scorer: Any, blurbs: pl.DataFrame) -> TextVect
     return TextVectorCache(scorer, texts, vectors)
 
 
+TIME_SCALE_FILE = Path("state") / "time_scale.json"
+TOPICS = Path("topics") / "topics.parquet"
+
+
 def load_artefacts(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     artefacts: dict[str, Any] = {}
+    if (run_dir / TIME_SCALE_FILE).exists():
+        artefacts["time_scale"] = json.loads((run_dir / TIME_SCALE_FILE).read_text())
+    if "collaborative" in cfg.features and (run_dir / "state" / "log.parquet").exists():
+        from features.collaborative import fit_ease
+
+        # the item-item weights of the whole training log (what scoring sees), refit at load
+        artefacts["cf"] = fit_ease(pl.read_parquet(run_dir / "state" / "log.parquet"))
+    if (run_dir / TOPICS).exists():
+        artefacts["topics"] = pl.read_parquet(run_dir / TOPICS)
     if cfg.stages.interest and (run_dir / "interest").exists():
         from models.interest.scorer import InterestScorer
 

@@ -17,6 +17,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 from tqdm import tqdm
@@ -59,18 +60,22 @@ def read_candidates(path: Path) -> pl.DataFrame:
     return frame
 
 
-def score_file(run_dir: Path, candidates: Path, out: Path, *, shard_rows: int = 250_000, batch_size: int = 50_000,
-               workers: int = 1) -> Path:
-    frame = read_candidates(candidates)
+def score_file(run_dir: Path, candidates: Path, out: Path, *, shard_rows: int = 250_000, workers: int = 1) -> Path:
+    # a user's candidates are one request (the ranker compares them with each other), so each
+    # shard holds whole users: rows grouped by user, cut at user boundaries, restored to file order
+    frame = read_candidates(candidates).with_row_index("orig").sort("user_id", maintain_order=True)
     parts = out.with_name(out.name + ".parts")
     _claim_parts(parts, _job_key(run_dir, candidates, shard_rows))
-    shards = list(range(0, max(frame.height, 1), shard_rows))
+    shards = user_shards(frame["user_id"], shard_rows)
     todo = [k for k, _ in enumerate(shards) if not (parts / f"part-{k:05d}.parquet").exists()]
     log.info("scoring %d candidate rows in %d shard(s); %d already done", frame.height, len(shards), len(shards) - len(todo))
     if todo and frame.height:
         ensure_ray()
-        _score_shards(run_dir, frame, shards, todo, shard_rows, parts, batch_size, workers)
-    result = pl.concat([pl.read_parquet(parts / f"part-{k:05d}.parquet") for k in range(len(shards))]) if frame.height else SCORES_SCHEMA.to_frame()
+        _score_shards(run_dir, frame, shards, todo, parts, workers)
+    if frame.height:
+        result = pl.concat([pl.read_parquet(parts / f"part-{k:05d}.parquet") for k in range(len(shards))]).sort("orig")
+    else:
+        result = SCORES_SCHEMA.to_frame()
     result = result.select(pl.col(c).cast(t) for c, t in SCORES_SCHEMA.items())
     if result.height != frame.height or result["score"].is_nan().any():
         raise AssertionError(f"bug: {result.height} scores for {frame.height} candidates or NaN scores")
@@ -78,6 +83,22 @@ def score_file(run_dir: Path, candidates: Path, out: Path, *, shard_rows: int = 
     result.write_parquet(out)
     shutil.rmtree(parts)
     return out
+
+
+def user_shards(users: pl.Series, shard_rows: int) -> list[tuple[int, int]]:
+    """(offset, length) of shards of about `shard_rows` rows of a user-sorted column, each cut
+    at the first user boundary at or after its size (a user never spans two shards)."""
+    n = users.len()
+    if n == 0:
+        return [(0, 0)]
+    starts = np.flatnonzero((users != users.shift(1)).fill_null(True).to_numpy())
+    shards, offset = [], 0
+    while offset < n:
+        later = starts[starts >= offset + max(shard_rows, 1)]
+        end = int(later[0]) if later.size else n
+        shards.append((offset, end - offset))
+        offset = end
+    return shards
 
 
 def _job_key(run_dir: Path, candidates: Path, shard_rows: int) -> dict:
@@ -97,17 +118,18 @@ def _claim_parts(parts: Path, key: dict) -> None:
     manifest.write_text(json.dumps(key) + "\n")
 
 
-def _score_shards(run_dir: Path, frame: pl.DataFrame, shards: list[int], todo: list[int], shard_rows: int,
-                  parts: Path, batch_size: int, workers: int) -> None:
+def _score_shards(run_dir: Path, frame: pl.DataFrame, shards: list[tuple[int, int]], todo: list[int],
+                  parts: Path, workers: int) -> None:
     import ray
 
     refs = [
-        ray.put(frame.slice(shards[k], shard_rows).with_row_index("row").with_columns(shard=pl.lit(k, pl.Int32)).to_arrow())
+        ray.put(frame.slice(*shards[k]).with_row_index("row").with_columns(shard=pl.lit(k, pl.Int32)).to_arrow())
         for k in todo
     ]
-    expected = {k: min(shard_rows, frame.height - shards[k]) for k in todo}
+    expected = {k: shards[k][1] for k in todo}
+    # batch_size=None: one call per block = one whole shard, so no user is split between calls
     ds = ray.data.from_arrow_refs(refs).map_batches(
-        ScoreBatch, fn_constructor_args=(str(run_dir),), batch_size=batch_size, batch_format="pyarrow",
+        ScoreBatch, fn_constructor_args=(str(run_dir),), batch_size=None, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
     )
     pending: dict[int, list[pl.DataFrame]] = {k: [] for k in todo}
@@ -118,7 +140,7 @@ def _score_shards(run_dir: Path, frame: pl.DataFrame, shards: list[int], todo: l
                 pending[k].append(rows)
                 have[k] += rows.height
                 if have[k] == expected[k]:  # complete: Ray Data may reorder rows, the index restores them
-                    scored = pl.concat(pending.pop(k)).sort("row").select("user_id", "item_id", "score")
+                    scored = pl.concat(pending.pop(k)).sort("row").select("orig", "user_id", "item_id", "score")
                     tmp = parts / f"part-{k:05d}.parquet.tmp"
                     scored.write_parquet(tmp)
                     tmp.rename(parts / f"part-{k:05d}.parquet")

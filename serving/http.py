@@ -1,7 +1,9 @@
 """FastAPI routes over a RankingService: the JSON API, its OpenAPI schema and the demo shop page.
 
 Every client mistake is a 4xx whose body names the field (`detail[].loc`, and `message` in one
-line); an unexpected failure is logged with its traceback and answered 500 without internals.
+line); an unexpected failure is logged with its traceback and answered 500 without internals; a
+client that hangs up before its request is read is one log line. /docs and /redoc are served
+from files shipped with the fastapi-offline package, so they work without a network.
 """
 
 from __future__ import annotations
@@ -15,13 +17,28 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from serving.api_models import FeedbackRequest, FeedbackResponse, Health, ModelInfo, RankRequest, RankResponse
 from serving.service import RankingService, RequestError
 
 log = logging.getLogger(__name__)
+
+
+def _disconnect_errors() -> tuple[type[BaseException], ...]:
+    """What `receive()` raises when the client has gone: Starlette's ClientDisconnect and, in a Ray
+    Serve replica, the cancelled fetch of the request's messages from the proxy."""
+    try:
+        from ray.exceptions import TaskCancelledError
+    except ImportError:  # pragma: no cover - ray is a dependency; the app also runs without it
+        return (ClientDisconnect,)
+    return (ClientDisconnect, TaskCancelledError)
+
+
+DISCONNECTS = _disconnect_errors()
 PAGE = Path(__file__).resolve().parent / "static" / "index.html"
 
 
@@ -45,9 +62,12 @@ class BodyLimit:
             return await self._refuse(send)
         body, more = b"", True
         while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
+            try:
+                message = await receive()
+            except DISCONNECTS:  # Ray Serve: the proxy cancelled the read when the client left
+                return _went_away(scope)
+            if message["type"] != "http.request":  # the client went away: one line, no response to send
+                return _went_away(scope)
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.limit:
@@ -70,33 +90,65 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def _key_of(request: Request) -> str:
-    auth = request.headers.get("authorization", "")
-    return request.headers.get("x-api-key") or (auth[7:] if auth.lower().startswith("bearer ") else "")
+def _went_away(scope: dict) -> None:
+    log.info("client disconnected before the request was read: %s %s", scope.get("method", "?"), scope.get("path", "?"))
+
+
+def _key_of(headers: Headers) -> str:
+    auth = headers.get("authorization", "")
+    return headers.get("x-api-key") or (auth[7:] if auth.lower().startswith("bearer ") else "")
+
+
+class ApiKey:
+    """ASGI middleware: with a key set, every /v1/* call without it is answered 401. Plain ASGI
+    rather than `@app.middleware("http")`, whose `call_next` turns a client that disconnects
+    mid-request into `RuntimeError: No response returned`, a 500 and a traceback."""
+
+    def __init__(self, app: Any, key: str | None) -> None:
+        self.app, self.key = app, key
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if (scope["type"] == "http" and self.key and scope.get("path", "").startswith("/v1/")
+                and not hmac.compare_digest(_key_of(Headers(scope=scope)).encode(), self.key.encode())):
+            response = JSONResponse(status_code=401, headers={"WWW-Authenticate": "Bearer"}, content={
+                "message": "header: X-API-Key (or Authorization: Bearer) missing or wrong",
+                "detail": [{"loc": ["header", "x-api-key"], "msg": "missing or wrong API key", "type": "auth"}]})
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def _offline_docs_app(**kwargs: Any) -> FastAPI:
+    """FastAPI with /docs and /redoc served from the Swagger UI and ReDoc files that the
+    fastapi-offline wheel ships (no CDN: the pages work without a network)."""
+    try:
+        from fastapi_offline import FastAPIOffline
+    except ImportError:  # not installed: the CDN pages, which need the network
+        log.warning("fastapi-offline is not installed: /docs and /redoc load their scripts from a CDN")
+        return FastAPI(**kwargs)
+    return FastAPIOffline(**kwargs)
 
 
 def build_app(get_service: Callable[[], RankingService],
               rank_batched: Callable[[RankRequest], Awaitable[RankResponse]] | None = None) -> FastAPI:
     """The routes; `rank_batched` (Ray Serve's `@serve.batch` method) ranks concurrent requests
     together, otherwise each request is ranked on its own."""
-    app = FastAPI(
+    app = _offline_docs_app(
         title="recsys ranking API",
         version="1",
         description="Rank candidate items for a user, with generated blurbs and reasons; record feedback.",
+        swagger_ui_parameters={"validatorUrl": None},  # Swagger UI would otherwise fetch a badge from the web
     )
 
     settings = get_service().settings
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
-    @app.middleware("http")
-    async def api_key(request: Request, call_next: Callable) -> Any:
-        if settings.api_key and request.url.path.startswith("/v1/") and not hmac.compare_digest(
-            _key_of(request).encode(), settings.api_key.encode()
-        ):
-            return JSONResponse(status_code=401, headers={"WWW-Authenticate": "Bearer"}, content={
-                "message": "header: X-API-Key (or Authorization: Bearer) missing or wrong",
-                "detail": [{"loc": ["header", "x-api-key"], "msg": "missing or wrong API key", "type": "auth"}]})
-        return await call_next(request)
+    # outside the body limit: a wrong key is refused before its body is read
+    app.add_middleware(ApiKey, key=settings.api_key)
+
+    @app.exception_handler(ClientDisconnect)
+    async def went_away(request: Request, _: ClientDisconnect) -> Response:
+        log.info("client disconnected before the request was read: %s %s", request.method, request.url.path)
+        return Response(status_code=499)  # nobody reads it; nothing is logged as an error
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
@@ -155,5 +207,10 @@ def build_app(get_service: Callable[[], RankingService],
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(PAGE, media_type="text/html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        # the demo page carries its icon inline; a client that asks anyway gets no 404 in the log
+        return Response(status_code=204)
 
     return app

@@ -13,7 +13,7 @@ import polars as pl
 from features.state import LogState, micros
 from models.blurbs.safety import Rules, extractive_summary
 from serving.api_models import Contribution, ModelInfo, RankedItem
-from serving.explain import reasons, top_features
+from serving.explain import EVIDENCE, reasons, top_features
 from serving.online import LogSnapshot
 from serving.refs import ResolvedModel
 from serving.scorer import Scorer
@@ -139,8 +139,14 @@ class RankingModel:
         if len(explained):
             top = values[explained]
             contrib = self.scorer.ranker.contributions(top, num_threads=1)
-            categories = [(self.catalog.get(i) or {}).get("category") for i in feats["item_id"].gather(explained).to_list()]
-            why = dict(zip(explained.tolist(), reasons(self.feature_names, top, contrib, categories)))
+            rows = feats[explained.tolist()]
+            item_of, user_of = rows["item_id"].to_list(), rows["user_id"].to_list()
+            categories = [(self.catalog.get(i) or {}).get("category") for i in item_of]
+            # the counts behind each phrase, from the same feature rows (a ranker may use fewer columns)
+            evidence = {c: rows[c].cast(pl.Float64, strict=False).to_numpy() for c in EVIDENCE if c in rows.columns}
+            said = reasons(self.feature_names, top, contrib, categories, evidence=evidence,
+                           known_users=[u in known for u in user_of], known_items=[i in self.catalog for i in item_of])
+            why = dict(zip(explained.tolist(), said))
             tops = dict(zip(explained.tolist(), top_features(self.feature_names, top, contrib)))
         item_ids = feats["item_id"].to_list()
         out = []

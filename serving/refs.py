@@ -7,6 +7,7 @@ blurbs), never an arbitrary pickled object.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +39,14 @@ def resolve(ref: str, tracking_uri: str = "") -> ResolvedModel:
     match = REGISTRY_REF.match(ref)
     if not match:
         raise RecsysInputError(f"model {ref!r}: expected models:/NAME@ALIAS, models:/NAME/VERSION or a run directory")
+    from recsys.tracking import tracking_uri as default_uri
+
+    uri = default_uri(tracking_uri)
+    _check_store(ref, uri)
     import mlflow
     from mlflow import MlflowClient
 
-    from recsys.tracking import tracking_uri as default_uri
-
-    mlflow.set_tracking_uri(default_uri(tracking_uri))
+    mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     name, alias = match["name"], match["alias"]
     try:
@@ -55,3 +58,36 @@ def resolve(ref: str, tracking_uri: str = "") -> ResolvedModel:
         raise RecsysInputError(f"model {ref!r} (version {mv.version}): its run directory {run_dir!r} is missing")
     return ResolvedModel(ref, Path(run_dir), name, str(mv.version), alias)
 
+
+
+def _local_store(uri: str) -> Path | None:
+    """The file or folder a local tracking URI names (sqlite:///…, file:…), else None."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///"))
+    if uri.startswith("file:"):
+        return Path(uri.removeprefix("file://").removeprefix("file:"))
+    return None
+
+
+def likely_stores() -> list[Path]:
+    """Registries `make demo` leaves: demo/mlflow.db here or beside the code."""
+    here = [Path.cwd() / "demo" / "mlflow.db", Path(__file__).resolve().parent.parent / "demo" / "mlflow.db"]
+    return list(dict.fromkeys(p.resolve() for p in here if p.is_file()))
+
+
+def _check_store(ref: str, uri: str) -> None:
+    """A registry ref against a local store that does not exist is refused in one line: MLflow
+    would create an empty store there and then not find the model in it."""
+    store = _local_store(uri)
+    if store is None or store.exists():
+        return
+    store = store.absolute()
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        why = f"MLFLOW_TRACKING_URI={os.environ['MLFLOW_TRACKING_URI']} names no existing store ({store} does not exist)"
+    else:
+        why = f"MLFLOW_TRACKING_URI is not set and the default store {store} does not exist"
+    found = likely_stores()
+    hint = (f"; the demo's registry is there: MLFLOW_TRACKING_URI=sqlite:///{found[0]}" if found else
+            "; set MLFLOW_TRACKING_URI to the store the model was registered in (make demo writes demo/mlflow.db), "
+            "or serve a run directory instead")
+    raise RecsysInputError(f"model {ref!r}: {why}{hint}")

@@ -41,7 +41,7 @@ class Scorer:
         self.artefacts = load_artefacts(run_dir, self.config)
         last: datetime | None = self.log["ts"].max()  # type: ignore[assignment]
         self.as_of = (last + timedelta(microseconds=1)) if last else datetime.now().astimezone()
-        self.has_twins = all(g.at_moment is not None for g in self.groups)
+        self.has_twins = all(g.has_twin for g in self.groups)
         self._log_state: LogState | None = None
 
     def log_state(self) -> LogState:

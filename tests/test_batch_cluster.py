@@ -38,7 +38,7 @@ def test_batch_scoring_on_two_node_cluster(tmp_path: Path, monkeypatch: pytest.M
         candidates = pl.DataFrame({"user_id": users}).join(pl.DataFrame({"item_id": items}), how="cross")
         candidates.write_parquet(tmp_path / "cand.parquet")
         out = score_file(tmp_path / "run", tmp_path / "cand.parquet", tmp_path / "scores.parquet", shard_rows=50,
-                         batch_size=20, workers=2)
+                         workers=2)
         # joined the cluster (not a new local Ray); two one-CPU workers fit only one per node
         assert ray.is_initialized() and len([n for n in ray.nodes() if n["Alive"]]) == 2
         scores = pl.read_parquet(out)

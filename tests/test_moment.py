@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+from features.collaborative import fit_ease
 from features.registry import REGISTRY, FeatureContext, MomentContext, compute_at_moment, compute_features, load_all
 from features.state import LogState, micros
 from recsys.schemas import EVENTS_SCHEMA, ITEMS_SCHEMA
@@ -59,7 +60,8 @@ class HashedInterest:
         return np.einsum("nd,nd->n", users, np.stack([self._vec(i) for i in item_ids]).reshape(len(item_ids), -1))
 
 
-ARTEFACTS = {"interest": HashedInterest(), "blurbs": BLURBS}
+TOPICS = pl.DataFrame({"item_id": ["i0", "i1", "i2", "i3", "new"], "topic": ["t0", "t1", "t0", "t1", "t2"]})  # i4: no topic
+ARTEFACTS = {"interest": HashedInterest(), "blurbs": BLURBS, "topics": TOPICS, "time_scale": {"recent_us": 2 * 86_400_000_000}}
 event_rows = st.lists(
     st.tuples(st.sampled_from(USERS), st.sampled_from(ITEMS),
               st.integers(0, 12 * 24 * 3600 * 1_000_000 // 7_000_000).map(lambda k: k * 7_000_000),  # ~12 days, ties likely
@@ -78,11 +80,14 @@ def events(rows: list[tuple[str, str, int, int]]) -> pl.DataFrame:
 
 def both(log: pl.DataFrame, state: LogState, targets: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     groups = [g for g in load_all().values()]
-    assert all(g.at_moment is not None for g in groups), "every registered group has a twin"
+    assert all(g.has_twin for g in groups), "every registered group has a twin"
     ts = micros(targets["ts"])
     assert state.before(ts)
-    return (compute_features(groups, FeatureContext(targets, log, CATALOG, ARTEFACTS)),
-            compute_at_moment(groups, MomentContext(targets, ts, state, ARTEFACTS)))
+    # serving's item-item weights are the fit of the whole log (what the point-in-time group fits
+    # for moments after it)
+    artefacts = {**ARTEFACTS, "cf": fit_ease(log)}
+    return (compute_features(groups, FeatureContext(targets, log, CATALOG, artefacts)),
+            compute_at_moment(groups, MomentContext(targets, ts, state, artefacts)))
 
 
 @settings(max_examples=int(os.environ.get("RECSYS_FUZZ_EXAMPLES", "150")), deadline=None,

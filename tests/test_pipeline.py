@@ -44,10 +44,13 @@ def test_ranker_learns_a_users_colour_and_stages_are_cached(tmp_path: Path) -> N
     assert s[0] > s[1] and s[3] > s[2]  # user0 likes red, user1 likes blue
 
     again = train(cfg, shop, tmp_path / "run", track=False)
-    assert "features_seconds" not in again["stages"] and "ranker_seconds" not in again["stages"]
-    changed = train(load_config(BEHAVIOURAL, ["ranker.task=impressions", "ranker.min_data_in_leaf=6"]), shop,
-                    tmp_path / "run", track=False)
-    assert "ranker_seconds" in changed["stages"]
+    assert "features_seconds" not in again["stages"] and "ranker_full_seconds" not in again["stages"]
+    keys = json.loads((tmp_path / "run" / "stages.json").read_text())
+    changed = train(load_config(BEHAVIOURAL, ["ranker.task=impressions", "ranker.min_data_in_leaf=5", "ranker.num_leaves=15"]),
+                    shop, tmp_path / "run", track=False)
+    # a training knob of the ranker reruns the ranker, not the features (their key is unchanged)
+    assert "ranker_full_seconds" in changed["stages"] and "features_seconds" not in changed["stages"]
+    assert json.loads((tmp_path / "run" / "stages.json").read_text())["features"] == keys["features"]
 
 
 def test_contract_cli_import_train_score(tmp_path: Path) -> None:
@@ -137,15 +140,28 @@ def test_batch_scoring_resumes_from_finished_shards_and_matches_online_scorer(tm
     # scoring reads the log's counters; the point-in-time groups training uses agree exactly
     assert_frame_equal(scorer.features(candidates), scorer.features(candidates, log=scorer.log))
 
+    # shards hold whole users (a user's candidates are compared with each other), about 100 rows each
+    from serving.batch import user_shards
+
+    by_user = clean_scores.with_row_index("orig").sort("user_id", maintain_order=True)
+    shards = user_shards(by_user["user_id"], 100)
+    assert len(shards) > 2 and sum(n for _, n in shards) == candidates.height
+    for offset, n in shards:
+        assert by_user["user_id"][offset] != (by_user["user_id"][offset - 1] if offset else None)
     # a kill after two shards: their parts exist, the output does not; mark them to prove reuse
     parts = tmp_path / "resumed.parquet.parts"
     parts.mkdir()
+    marked = []
     for k in (0, 1):
-        clean_scores.slice(k * 100, 100).with_columns(pl.col("score") + 1000.0).write_parquet(parts / f"part-{k:05d}.parquet")
+        part = by_user.slice(*shards[k]).with_columns(pl.col("score") + 1000.0)
+        part.select("orig", "user_id", "item_id", "score").write_parquet(parts / f"part-{k:05d}.parquet")
+        marked += part["orig"].to_list()
     resumed = pl.read_parquet(score_file(tmp_path / "run", tmp_path / "cand.parquet", tmp_path / "resumed.parquet", shard_rows=100))
-    assert resumed.height == candidates.height
-    assert (resumed["score"].head(200) - clean_scores["score"].head(200)).abs().min() == pytest.approx(1000.0)
-    assert resumed["score"].slice(200).equals(clean_scores["score"].slice(200))
+    assert resumed.select("user_id", "item_id").equals(candidates)
+    was_marked = pl.Series(np.isin(np.arange(candidates.height), marked))
+    delta = resumed["score"] - clean_scores["score"]
+    assert delta.filter(was_marked).abs().min() == pytest.approx(1000.0)
+    assert delta.filter(~was_marked).abs().max() == 0.0
     assert not parts.exists()
 
     # shards left by another job (here: another shard size) are cleared, never mixed in
@@ -155,7 +171,8 @@ def test_batch_scoring_resumes_from_finished_shards_and_matches_online_scorer(tm
     stale.mkdir()
 
     (stale / "job.json").write_text(json.dumps(_job_key(tmp_path / "run", tmp_path / "cand.parquet", 50)))
-    clean_scores.slice(0, 100).with_columns(pl.col("score") + 1000.0).write_parquet(stale / "part-00000.parquet")
+    by_user.slice(*shards[0]).with_columns(pl.col("score") + 1000.0).select("orig", "user_id", "item_id", "score").write_parquet(
+        stale / "part-00000.parquet")
     again = pl.read_parquet(score_file(tmp_path / "run", tmp_path / "cand.parquet", tmp_path / "other.parquet", shard_rows=100))
     assert again.equals(clean_scores)
 

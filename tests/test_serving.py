@@ -66,11 +66,18 @@ def test_rank_puts_the_users_colour_first_with_blurbs_and_reasons(runs: dict, tm
     assert first["blurb"] and first["blurb_source"] == "extractive" and first["title"]
     assert first["top_features"] and {"feature", "value", "contribution"} <= set(first["top_features"][0])
     reasons = [i["reason"] for i in body["items"] if i["reason"]]
-    assert reasons and any("red" in r for r in reasons), reasons  # "You often choose red"
+    assert reasons and any("you often pick reds" in r.lower() for r in reasons), reasons
     # cold start: an unknown user and unknown items are ranked, not refused
     cold = rank(client, "nobody-knows-me", ["no-such-item", "red1", "blue1"])
     assert cold["known_user"] is False and len(cold["items"]) == 3
     assert all(np.isfinite(i["score"]) for i in cold["items"])
+    # and reasons say only what is true: nothing personal of a user the log does not know, nothing
+    # at all of an item with no category, no events and no text (issue 21: "You often choose this
+    # category; often clicked this week" of an unknown id)
+    assert all("you" not in (i["reason"] or "").lower() for i in cold["items"]), cold["items"]
+    for user, items in (("nobody-knows-me", ["no-such-item", "red1"]), ("user0", ["never-seen-item", "red1", "red2"])):
+        unknown = [i for i in rank(client, user, items)["items"] if i["item_id"] in ("no-such-item", "never-seen-item")]
+        assert unknown and unknown[0]["reason"] is None, unknown
 
 
 def test_online_scores_equal_batch_scores(runs: dict, tmp_path: Path) -> None:
@@ -266,6 +273,10 @@ def test_ray_serve_app_over_http_two_replicas_share_feedback(server: str) -> Non
         schema = http.get("/openapi.json").json()
         assert {"/v1/rank", "/v1/feedback", "/v1/model", "/healthz"} <= set(schema["paths"])
         assert http.get("/v1/model").json()[0]["features"]
+        for page in ("/docs", "/redoc"):  # through Serve's proxy too, from the service itself (no CDN)
+            html = http.get(page)
+            assert html.status_code == 200 and "static-offline-docs/" in html.text and "cdn." not in html.text
+        assert http.get("/static-offline-docs/redoc.standalone.js").status_code == 200
         res = http.post("/v1/feedback", json={"events": [{"user_id": "walk-in", "item_id": "blue4", "clicked": 1}]})
         assert res.status_code == 200
         # whichever replica answers, it has seen the feedback written through the other

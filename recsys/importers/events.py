@@ -1,4 +1,4 @@
-"""The contract format (../shared/CONTRACT.md): EVENTS.csv + ITEMS.csv (or parquet).
+"""The contract format (docs/CONTRACT.md): EVENTS.csv + ITEMS.csv (or parquet).
 
 EVENTS: user_id,item_id,timestamp,clicked [,request_id,position,rating]
 ITEMS:  item_id,title,text [,category,attributes,created_at]
