@@ -19,6 +19,7 @@ RANKED = {  # feature -> the column ranked within the request (ascending; 1 = th
     "rank_clicks": "item_clicks_all",
     "rank_recent": "item_clicks_recent",
     "rank_interest": "interest_score",
+    "rank_interest_max": "interest_max",
     "rank_cf": "cf_score",
 }
 

@@ -40,6 +40,9 @@ class RankerConfig:
     cutoffs: int = 8
     max_users_per_cutoff: int = 300
     max_page_users_per_cutoff: int = 2000
+    # catalog groups at each user's own moment as well (0 = off): users active only for a while
+    # rarely straddle a global cutoff (targets.user_cut_targets)
+    max_cut_users: int = 600
     max_items_per_group: int = 3000
     seed: int = 13
 

@@ -20,13 +20,14 @@ from recsys.config import RunConfig
 from recsys.dataset import Dataset
 from recsys.metrics import METRICS, per_request, summarize
 from recsys.splits import Split
-from recsys.targets import catalog_targets, impression_targets, page_targets, replay_cutoffs
+from recsys.targets import catalog_targets, impression_targets, page_targets, replay_cutoffs, user_cut_targets
 
 log = logging.getLogger(__name__)
 TEST_MIN_USER_EVENTS = 5  # CONTRACT.md protocol: judged users have at least 5 training events
 TEST_MAX_USERS = 200
 # the [ranker] fields that shape the ranking groups (what the features stage reads)
-GROUP_FIELDS = ("task", "cutoffs", "max_users_per_cutoff", "max_page_users_per_cutoff", "max_items_per_group", "seed")
+GROUP_FIELDS = ("task", "cutoffs", "max_users_per_cutoff", "max_page_users_per_cutoff", "max_cut_users", "max_items_per_group",
+                "seed")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ def build_groups(cfg: RunConfig, data: Dataset, split: Split, periods: Periods) 
                         max_users=r.max_users_per_cutoff, max_items=r.max_items_per_group, seed=r.seed + k)
         for k, c in enumerate(periods.cutoffs)
     ]
+    if r.max_cut_users > 0:  # and each user at a moment of their own
+        train.append(user_cut_targets(before_valid, items, periods.valid_start, periods.horizon, tag="u",
+                                      max_users=r.max_cut_users, max_items=r.max_items_per_group, seed=r.seed))
     valid = [catalog_targets(before_test, items, periods.valid_start, periods.test_start,
                              tag="valid", max_users=r.max_users_per_cutoff, max_items=r.max_items_per_group, seed=r.seed)]
     test = [catalog_targets(ev, items, periods.test_start, end, tag="test",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import numpy as np
 import polars as pl
 
 def impression_targets(events: pl.DataFrame) -> pl.DataFrame:
@@ -77,6 +78,58 @@ def catalog_targets(
         user_id="user_id",
         item_id="item_id",
         ts=pl.lit(cutoff).cast(pl.Datetime("us", "UTC")),
+        label="label",
+        shape=pl.lit("catalog"),
+    ).sort("request_id", "item_id")
+
+
+def user_cut_targets(
+    log: pl.DataFrame,
+    items: pl.DataFrame,
+    end: datetime,
+    horizon: timedelta,
+    *,
+    tag: str,
+    max_users: int,
+    max_items: int | None,
+    seed: int,
+    min_user_events: int = 5,
+) -> pl.DataFrame:
+    """Catalog groups at each user's own moment: many users are active only for a while (a
+    MovieLens rater, a reader on holiday), so few of them straddle any one global cutoff. Each
+    user with >= min_user_events events before `end` is cut at one of their own events (drawn
+    between their 50th and 90th percentile), ranked as of that moment over every item that exists
+    by the end of the horizon and they had not seen; label 1 = clicked in [cut, cut + horizon)."""
+    ev = log.filter(pl.col("ts") < end).sort("user_id", "ts", "item_id")
+    counts = ev.group_by("user_id").len().filter(pl.col("len") >= min_user_events).sort("user_id")
+    if counts.height == 0:
+        return catalog_targets(ev.head(0), items, end, end, tag=tag, max_users=0, max_items=0, seed=seed)
+    rng = np.random.default_rng(seed)
+    at = (counts["len"].to_numpy() * rng.uniform(0.5, 0.9, counts.height)).astype(np.int64)
+    picks = counts.select("user_id").with_columns(_k=pl.Series(at))
+    cuts = (ev.with_columns(_k=pl.int_range(pl.len()).over("user_id")).join(picks, on=["user_id", "_k"])
+            .select("user_id", cut="ts").with_columns(until=pl.min_horizontal(pl.col("cut") + horizon, pl.lit(end))))
+    window = ev.join(cuts, on="user_id").filter((pl.col("ts") >= pl.col("cut")) & (pl.col("ts") < pl.col("until")))
+    positives = window.filter(pl.col("clicked") == 1).select("user_id", "item_id").unique().with_columns(label=pl.lit(1, pl.Int32))
+    users = cuts.join(positives.select("user_id").unique(), on="user_id", how="semi").sort("user_id")
+    if users.height > max_users:
+        users = users.sample(max_users, seed=seed).sort("user_id")
+    first = ev.group_by("item_id").agg(_first=pl.col("ts").min())
+    catalog = items.select("item_id", "created_at").join(first, on="item_id", how="left")
+    exists = pl.coalesce("created_at", "_first") < pl.col("until")
+    pairs = users.join(catalog, how="cross").filter(exists.fill_null(False)).select("user_id", "item_id", "cut")
+    seen = ev.join(users.select("user_id", "cut"), on="user_id").filter(pl.col("ts") < pl.col("cut")).select("user_id", "item_id").unique()
+    pairs = pairs.join(seen, on=["user_id", "item_id"], how="anti")
+    pairs = pairs.join(positives, on=["user_id", "item_id"], how="left").with_columns(pl.col("label").fill_null(0))
+    if max_items is not None:
+        rng_rank = pl.int_range(pl.len()).shuffle(seed=seed).over("user_id")
+        pairs = pairs.filter((pl.col("label") == 1) | (rng_rank < max_items - pl.col("label").sum().over("user_id")))
+    pairs = pairs.filter(pl.col("label").sum().over("user_id") > 0)
+    return pairs.select(
+        request_id=pl.col("user_id") + pl.lit(f"@{tag}"),
+        user_id="user_id",
+        item_id="item_id",
+        ts=pl.col("cut").cast(pl.Datetime("us", "UTC")),
         label="label",
         shape=pl.lit("catalog"),
     ).sort("request_id", "item_id")

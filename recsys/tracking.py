@@ -50,8 +50,8 @@ def log_run(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any], data
         for split in ("valid", "test"):
             for metric, est in metrics["ranker"][split].items():
                 if metric.startswith("shape:"):  # per group shape: {metric: estimate}
-                    for name, sub in est.items():
-                        mlflow.log_metric(f"{split}_{metric_key(name)}_{metric[6:]}", sub["mean"])
+                    for sub_metric, sub in est.items():
+                        mlflow.log_metric(f"{split}_{metric_key(sub_metric)}_{metric[6:]}", sub["mean"])
                 else:
                     mlflow.log_metric(f"{split}_{metric_key(metric)}", est["mean"])
         for model, value in metrics.get("gate", {}).get("valid_ndcg@10", {}).items():

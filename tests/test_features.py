@@ -111,6 +111,9 @@ class FakeInterest:
     def score(self, histories: list[list[str]], item_ids: list[str]) -> np.ndarray:
         return np.array([float(bool(h) and h[-1][:3] == i[:3]) for h, i in zip(histories, item_ids)])
 
+    def item_vectors(self, item_ids: list[str]) -> np.ndarray:  # red = (1, 0), blue = (0, 1)
+        return np.array([[1.0, 0.0] if i.startswith("red") else [0.0, 1.0] for i in item_ids])
+
 
 def test_interest_group_passes_point_in_time_histories_to_the_scorer() -> None:
     groups = resolve(["interest"])
@@ -119,3 +122,5 @@ def test_interest_group_passes_point_in_time_histories_to_the_scorer() -> None:
     # u's last click before 48 h is blue2 (47.5 h): blue2 matches, red2 does not; w has no history
     assert f["interest_score"].to_list() == [1.0, 0.0, 0.0, 0.0]
     assert f["interest_history_len"].to_list() == [3, 3, 0, 0]
+    # u clicked a red and a blue item before: both colours match one of them; w has no history
+    assert f["interest_max"].to_list() == [1.0, 1.0, 0.0, 0.0]

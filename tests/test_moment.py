@@ -49,6 +49,9 @@ class HashedInterest:
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         return np.stack([self._vec("text:" + t) for t in texts]) if texts else np.zeros((0, 8), np.float32)
 
+    def item_vectors(self, item_ids: list[str]) -> np.ndarray:
+        return np.stack([self._vec(i) for i in item_ids]) if item_ids else np.zeros((0, 8), np.float32)
+
     def user_vectors(self, histories: list[list[str]]) -> np.ndarray:
         return np.stack([
             np.average([self._vec(i) for i in h], axis=0, weights=np.arange(1, len(h) + 1)) if h else self._vec("unknown")
