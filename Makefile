@@ -25,17 +25,21 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 # synth -> describe -> baselines -> full pipeline (interest model, blurbs, ranker; tracked in
-# MLflow) -> a behavioural-only run -> side-by-side comparison. Reruns reuse unchanged stages.
+# MLflow) -> a behavioural-only run -> side-by-side comparison -> serving benchmark. Reruns reuse
+# unchanged stages. The console gets one line per stage; what Ray, MLflow and HuggingFace print
+# goes to RUN_DIR/train.log (and the benchmark's to a bench.log it names); `recsys -v train ...`
+# shows it instead. MLflow: the store is $(DEMO_DIR)/mlflow.db, its artifacts $(DEMO_DIR)/mlartifacts.
+demo: export MLFLOW_TRACKING_URI = $(DEMO_MLFLOW)
 demo: install
 	$(RECSYS) data synth --out $(DEMO_DIR)/shop
 	$(RECSYS) data describe $(DEMO_DIR)/shop
 	$(RECSYS) evaluate --data $(DEMO_DIR)/shop --json $(DEMO_DIR)/baselines.json
-	MLFLOW_TRACKING_URI=$(DEMO_MLFLOW) $(RECSYS) train -c experiments/synthetic.toml --data $(DEMO_DIR)/shop --run-dir $(DEMO_DIR)/runs/synthetic
-	MLFLOW_TRACKING_URI=$(DEMO_MLFLOW) $(RECSYS) train -c experiments/synthetic_behavioural.toml --data $(DEMO_DIR)/shop --run-dir $(DEMO_DIR)/runs/behavioural
+	$(RECSYS) train -c experiments/synthetic.toml --data $(DEMO_DIR)/shop --run-dir $(DEMO_DIR)/runs/synthetic
+	$(RECSYS) train -c experiments/synthetic_behavioural.toml --data $(DEMO_DIR)/shop --run-dir $(DEMO_DIR)/runs/behavioural
 	$(RECSYS) experiments compare $(DEMO_DIR)/runs/synthetic $(DEMO_DIR)/runs/behavioural --plot $(DEMO_DIR)/compare.png
-	MLFLOW_TRACKING_URI=$(DEMO_MLFLOW) $(RECSYS) bench serve --model models:/recsys-ranker@champion --requests 100 --concurrency 1 --concurrency 8
-	@echo "Try the shop page: make serve  (then http://127.0.0.1:8000)"
-	@echo "Open the MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri $(DEMO_MLFLOW)  (then http://127.0.0.1:5000)"
+	$(RECSYS) bench serve --model models:/recsys-ranker@champion --requests 100 --concurrency 1 --concurrency 8
+	@echo "Try the shop page: make serve  (then http://127.0.0.1:$(PORT))"
+	@echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri $(DEMO_MLFLOW)  (then http://127.0.0.1:5000)"
 
 # The champion of the demo's registry behind Ray Serve, with the demo shop page at /
 # (http://127.0.0.1:$(PORT); another port: make serve PORT=8080).
@@ -52,5 +56,6 @@ test-fast: install
 bench: install
 	$(PY) benchmarks/import_events.py --rows 10000000
 
+# the demo: data, runs, MLflow store and its artifacts ($(DEMO_DIR)/mlartifacts), serving state
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -52,8 +52,10 @@ def ablate(run_dir: Path, track: bool = True) -> pl.DataFrame:
 def _log(experiment: str, uri: str, run_dir: Path, results: dict[str, Any]) -> None:
     import mlflow
 
+    from recsys.tracking import open_experiment
+
     mlflow.set_tracking_uri(tracking_uri(uri))
-    mlflow.set_experiment(experiment)
+    open_experiment(experiment, tracking_uri(uri))  # artifacts beside the store
     with mlflow.start_run(run_name=f"ablate {run_dir.name}"):
         mlflow.set_tag("run_dir", str(run_dir.resolve()))
         mlflow.log_artifact(str(run_dir / "ablations" / "ablations.csv"))

@@ -1,7 +1,9 @@
 """Baseline rankers behind the one scoring interface every model uses.
 
 A scorer takes a frame of (request_id, user_id, item_id) pairs and returns one float per row,
-higher = more relevant. Baselines are fitted on events before a cutoff only.
+higher = more relevant. Baselines are fitted on events before a cutoff only, or (FeatureScorer)
+read a point-in-time feature column computed as of each request. `recsys evaluate` names them as
+`recsys train` does (recsys/evaluate.py).
 """
 
 from __future__ import annotations
@@ -58,6 +60,21 @@ def fit_recent_ctr(train: pl.DataFrame, half_life_days: float = 7.0, prior_stren
         value=((pl.col("w") * pl.col("clicked")).sum() + prior_strength * p0) / (pl.col("w").sum() + prior_strength)
     )
     return ItemTableScorer("recent_ctr", table, default=p0)
+
+
+@dataclass(frozen=True)
+class FeatureScorer:
+    """Scores each (request, item) pair by one precomputed feature column (point in time), as
+    `recsys train` ranks with its single-feature baselines; a pair without a value scores 0."""
+
+    name: str
+    column: str
+    values: pl.DataFrame  # request_id, item_id, <column>
+
+    def score(self, frame: pl.DataFrame) -> np.ndarray:
+        joined = frame.select("request_id", "item_id").join(self.values, on=["request_id", "item_id"], how="left",
+                                                            maintain_order="left")
+        return joined[self.column].fill_null(0.0).cast(pl.Float64).to_numpy()
 
 
 @dataclass(frozen=True)

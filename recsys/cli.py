@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
@@ -56,12 +55,23 @@ class UnknownItemPolicy(str, Enum):
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
-    )
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail, and show the libraries' "
+                                               "output (Ray, MLflow, HuggingFace) instead of writing it to the run's log.")] = False) -> None:
+    import os
+
+    from recsys.logs import setup
+
+    os.environ.setdefault("TQDM_NCOLS", "100")  # progress bars (with -v) fit a 100-column terminal
+    setup(verbose, console)
+
+
+def _shutdown_ray() -> None:
+    """Stop this process's Ray (its goodbyes go to the log while output is still routed there)."""
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
 
 
 def _report_import(manifest: dict[str, Any], out_dir: Path) -> None:
@@ -194,7 +204,7 @@ def describe_cmd(
     if as_json:
         out.print_json(json.dumps(summary))
         return
-    table = Table(title=f"dataset {directory}", show_header=False)
+    table = Table(title=f"dataset {directory}", show_header=False, show_edge=False)
     table.add_column("what")
     table.add_column("value", justify="right")
     for key, value in summary.items():
@@ -209,14 +219,21 @@ def evaluate_cmd(
     valid_fraction: Annotated[float, typer.Option(help="Share of requests before the test period kept for validation.")] = 0.1,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the table as JSON here.")] = None,
 ) -> None:
-    """Re-rank each test request's shown items with every baseline (and the oracle on synthetic data)."""
+    """Re-rank each test request's shown items with every baseline (and the oracle on synthetic data).
+
+    popularity, recent_popularity_1d/_7d and recent_popularity are the same point-in-time scorers,
+    under the same names, as in `recsys train`'s table; random and recent_ctr exist only here."""
+    from recsys.compare import longest_slate
     from recsys.dataset import load_dataset
-    from recsys.evaluate import evaluate_baselines
+    from recsys.evaluate import evaluate_baselines, test_targets
+    from recsys.logs import quiet
     from recsys.splits import SplitConfig
 
-    split, table = evaluate_baselines(load_dataset(data), SplitConfig(valid_fraction, test_fraction))
-    print_metrics_table(table, title=f"test period from {split.test_start:%Y-%m-%d %H:%M} UTC "
-                                     f"({split.test.height:,} impressions)")
+    with quiet(None, console):
+        split, table = evaluate_baselines(load_dataset(data), SplitConfig(valid_fraction, test_fraction))
+    print_metrics_table(table, title=f"baselines, test period from {split.test_start:%Y-%m-%d %H:%M} UTC "
+                                     f"({split.test.height:,} impressions)",
+                        longest=longest_slate(test_targets(split)))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(table.to_dicts(), indent=2) + "\n")
@@ -237,23 +254,36 @@ def train_cmd(
     track: Annotated[bool, typer.Option(help="Log the run to MLflow and register the ranker.")] = True,
 ) -> None:
     """Run the pipeline: interest model -> blurbs -> features -> LambdaMART ranker, tracked in MLflow."""
-    from recsys.compare import comparison_of_run
-    from recsys.config import load_config
-    from recsys.pipeline import train
+    import time
 
+    from recsys.compare import comparison_of_run, run_longest_slate
+    from recsys.config import load_config
+    from recsys.logs import progress, quiet, seconds_text
+    from recsys.pipeline import train
+    from recsys.report import mlflow_line
+
+    started = time.perf_counter()
     cfg = load_config(config, overrides or [])
     data_dir = data or (Path(cfg.data) if cfg.data else None)
     if data_dir is None:
         raise RecsysInputError("train: no dataset; pass --data DIR (or set `data` in the config)")
     run_dir = run_dir or Path("runs") / cfg.name
-    metrics = train(cfg, data_dir, run_dir, track=track)
-    print_metrics_table(comparison_of_run(run_dir), title=f"{cfg.name}: test groups ({metrics['task']}), run {run_dir}")
-    if "gate" in metrics:
-        out.print(metrics["gate"]["line"])
-    out.print(f"stage seconds: {metrics['stages']}")
+    if not (Path(data_dir) / "manifest.json").exists():
+        from recsys.dataset import load_dataset
+
+        load_dataset(Path(data_dir))  # its one-line error, before a run directory is made for the log
+    log_path = Path(run_dir) / "train.log"
+    # one line per stage on the console; Ray, MLflow, HuggingFace and warnings go to train.log (-v: here)
+    with quiet(log_path, console, out, what="train stopped; the full log is in"):
+        progress.info("train %s on %s -> %s (log: %s)", cfg.name, data_dir, run_dir, log_path)
+        metrics = train(cfg, data_dir, run_dir, track=track)
+        _shutdown_ray()
+    shipped = metrics.get("gate", {}).get("shipped")
+    print_metrics_table(comparison_of_run(run_dir), title=f"{cfg.name}: test groups ({metrics['task']}), run {run_dir}",
+                        longest=run_longest_slate(run_dir), shipped=shipped)
     if "mlflow" in metrics:
-        m = metrics["mlflow"]
-        out.print(f"MLflow run {m['run_id']}: model {m['model']} v{m['version']} aliases {m['aliases']}")
+        out.print(mlflow_line(metrics["mlflow"]), highlight=False)
+    out.print(f"{cfg.name}: done in {seconds_text(time.perf_counter() - started)}", highlight=False)
 
 
 @app.command("score")
@@ -378,6 +408,7 @@ def bench_serve_cmd(
     import tempfile
     from dataclasses import asdict
 
+    from recsys.logs import quiet
     from serving.bench import http_levels, in_process, make_requests
     from serving.deploy import ServerOptions, start, stop
     from serving.service import RankingService, ServeSettings
@@ -388,18 +419,23 @@ def bench_serve_cmd(
     levels = concurrency or [1, 8, 32]
     state = Path(tempfile.mkdtemp(prefix="recsys-bench-"))
     settings = ServeSettings(model=model, state_dir=str(state / "serve"), reload_seconds=0)
-    local = RankingService(ServeSettings(model=model, state_dir=str(state / "local"), reload_seconds=0))
-    bodies = make_requests(local, requests, candidates)
-    results = [in_process(local, bodies)]
-    started = url is None
-    if started:
-        url = start(settings, ServerOptions(port=port, replicas=replicas, access_log=False, batch=batch))
-    try:
-        results += http_levels(url, bodies, levels)  # type: ignore[arg-type]
-    finally:
+    # Ray Serve's, MLflow's and the replicas' output go to bench.log (-v: to the console)
+    with quiet(state / "bench.log", console, out, what="bench serve stopped; the full log is in"):
+        console.print(f"bench serve: {model}, concurrency {', '.join(map(str, levels))} (log: {state / 'bench.log'})",
+                      highlight=False, markup=False, soft_wrap=True)
+        local = RankingService(ServeSettings(model=model, state_dir=str(state / "local"), reload_seconds=0))
+        bodies = make_requests(local, requests, candidates)
+        results = [in_process(local, bodies)]
+        started = url is None
         if started:
-            stop()
-    view = Table(title=f"/v1/rank, {candidates} candidates, {requests} requests per level ({model})")
+            url = start(settings, ServerOptions(port=port, replicas=replicas, access_log=False, batch=batch))
+        try:
+            results += http_levels(url, bodies, levels)  # type: ignore[arg-type]
+        finally:
+            if started:
+                stop()
+            _shutdown_ray()
+    view = Table(title=f"/v1/rank, {candidates} candidates, {requests} requests per level ({model})", show_edge=False)
     for col in ("mode", "concurrency", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "req/s"):
         view.add_column(col, justify="right")
     for r in results:
@@ -429,19 +465,38 @@ def experiments_list_cmd(directory: Annotated[Path, typer.Option(help="Folder of
 @experiments_app.command("compare")
 def experiments_compare_cmd(
     runs: Annotated[list[Path], typer.Argument(help="Run directories; deltas are against the first.")],
-    plot: Annotated[Path | None, typer.Option(help="Write a bar chart of test nDCG@10 with CIs here (PNG).")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a chart here (PNG): each run's test nDCG@10 with its CI, and "
+                                                   "its paired delta vs the first run.")] = None,
 ) -> None:
-    """Test metrics of runs side by side, with paired bootstrap 95% CIs of the deltas."""
-    from recsys.compare import compare_runs, plot_comparison
+    """Test metrics of runs side by side: one row per run, each metric's delta vs the first run
+    with its paired bootstrap 95% CI."""
+    from recsys.compare import compare_runs, compare_wide, plot_comparison, recall_is_trivial, run_labels
 
     table = compare_runs(runs)
-    view = Table(title=f"runs compared with {runs[0]}")
-    for col in ("name", "run", "metric", "value [95% CI]", "delta vs first [95% CI]"):
-        view.add_column(col)
-    for r in table.iter_rows(named=True):
-        delta = f"{r['delta']:+.4f}" + (f" [{r['delta_low']:+.4f},{r['delta_high']:+.4f}]" if r["delta_low"] is not None else " (other test set)")
-        view.add_row(r["name"], r["run"], r["metric"], f"{r['value']:.4f} [{r['low']:.3f},{r['high']:.3f}]", delta)
+    wide = compare_wide(table)
+    shown = [m for m in ("ndcg@10", "auc", "mrr@10", "recall@10") if m in table["metric"].to_list()]
+    trivial = recall_is_trivial(int(wide["longest_slate"].max() or 0))
+    if trivial:
+        shown.remove("recall@10")
+    labels = run_labels(wide["run"].to_list(), wide["name"].to_list())
+    view = Table(title=f"test metrics; second line: minus {labels[0]} [paired 95% CI]", show_edge=False)
+    view.add_column("run")
+    for metric in shown:
+        view.add_column(_METRIC_LABELS.get(metric, metric) + (" [95% CI]" if metric == "ndcg@10" else ""), justify="right")
+    for n, (r, label) in enumerate(zip(wide.iter_rows(named=True), labels)):
+        cells = []
+        for m in shown:
+            value = f"{r[m]:.4f}" + (f" [{r[m + '_low']:.3f},{r[m + '_high']:.3f}]" if m == "ndcg@10" else "")
+            if n == 0:
+                cells.append(value)
+                continue
+            d = r[f"{m}_delta"]
+            ci = f" [{r[m + '_delta_low']:+.3f},{r[m + '_delta_high']:+.3f}]" if r[f"{m}_delta_low"] is not None else " (other test set)"
+            cells.append(f"{value}\n{d:+.3f}{ci}")
+        view.add_row(label, *cells)
     out.print(view)
+    if trivial:
+        out.print("Recall@10 omitted: no test slate has more than 10 items, so every order scores 1.")
     if plot:
         out.print(f"plot: {plot_comparison(table, plot)}")
 
@@ -476,20 +531,36 @@ def promote_cmd(
     out.print(f"{name}@{alias} -> version {version}")
 
 
-def print_metrics_table(table: Any, title: str) -> None:
+_METRIC_LABELS = {"auc": "AUC", "mrr": "MRR", "mrr@10": "MRR@10", "ndcg@5": "nDCG@5", "ndcg@10": "nDCG@10",
+                  "recall@10": "Recall@10"}
+
+
+def print_metrics_table(table: Any, title: str, longest: int | None = None, shipped: str | None = None) -> None:
+    """One row per model. `longest`: the most candidates in one judged request; at <= 10 Recall@10
+    is 1 for any order, so it is left out. `shipped`: the candidate the release gate copied to
+    `ranker` (shown once, as the ranker)."""
+    from recsys.compare import recall_is_trivial
     from recsys.metrics import METRICS
 
-    view = Table(title=title)
+    trivial = longest is not None and recall_is_trivial(longest)
+    metrics = [m for m in METRICS if not (trivial and m == "recall@10")]
+    view = Table(title=title, show_edge=False)
     view.add_column("model")
     view.add_column("requests", justify="right")
-    for metric in METRICS:
-        view.add_column(metric, justify="right")
+    for metric in metrics:
+        view.add_column(_METRIC_LABELS.get(metric, metric) + (" [95% CI]" if metric == "ndcg@10" else ""), justify="right")
     for row in table.iter_rows(named=True):
+        if shipped and row["model"] == shipped:
+            continue  # the same model as the `ranker` row
+        name = f"ranker (shipped: {shipped})" if shipped and row["model"] == "ranker" else row["model"]
         cells = [f"{row[m]:.4f}" + (f" [{row[m + '_low']:.3f},{row[m + '_high']:.3f}]" if m == "ndcg@10" else "")
-                 for m in METRICS]
-        view.add_row(row["model"], f"{row['requests']:,}", *cells)
+                 for m in metrics]
+        view.add_row(name, f"{row['requests']:,}", *cells)
     out.print(view)
-    out.print("nDCG@10 shows its bootstrap 95% CI over requests; requests without a click are left out.")
+    note = "95% CI: bootstrap over the requests with a click (the others are left out)."
+    if trivial:
+        note = f"95% CI: bootstrap over requests with a click. Recall@10 omitted: slates ≤ {longest} items, so it is 1."
+    out.print(note, highlight=False)
 
 
 def run() -> None:

@@ -22,6 +22,7 @@ import polars as pl
 from features.registry import resolve
 from recsys.config import BEHAVIOURAL_GROUPS, RunConfig, blurb_config, interest_config
 from recsys.dataset import Dataset, content_hash, load_dataset
+from recsys.logs import STAGE_START, progress
 from recsys.raytools import remote_call
 from recsys.splits import time_split
 from recsys.stages import GROUP_FIELDS, Periods, by_shape, features_stage, plan_periods, ranker_stage, shape_mean
@@ -44,15 +45,20 @@ class StageCache:
 
     def run(self, name: str, key: str, output: Path, fn: Callable[[], Any]) -> bool:
         """Run `fn` unless `name` last ran with `key` and `output` exists; True when it ran."""
+        from recsys.report import stage_line
+
         if self.keys.get(name) == key and output.exists():
             log.info("stage %s: unchanged (key %s), reusing %s", name, key, output)
+            progress.info("%s", stage_line(name, self.path.parent, None))
             return False
         log.info("stage %s: running (key %s)", name, key)
+        progress.info("%s: running", name, extra={STAGE_START: name})
         start = time.perf_counter()
         fn()
         self.seconds[name] = round(time.perf_counter() - start, 2)
         self.keys[name] = key
         self.path.write_text(json.dumps(self.keys, indent=2, sort_keys=True) + "\n")
+        progress.info("%s", stage_line(name, self.path.parent, self.seconds[name]))
         return True
 
 
@@ -116,7 +122,7 @@ def baseline_comparison(frame: pl.DataFrame, data: Dataset, task: str) -> dict[s
 
 
 def train(cfg: RunConfig, data_dir: Path, run_dir: Path, *, track: bool = True, cache_dir: Path | None = None) -> dict[str, Any]:
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     # absolute paths: Ray workers do not share the driver's working directory
     data_dir, run_dir = Path(data_dir).resolve(), Path(run_dir).resolve()
     cache_dir = Path(cache_dir).resolve() if cache_dir else run_dir.parent / ".cache" / "blurbs"
@@ -139,7 +145,7 @@ def train(cfg: RunConfig, data_dir: Path, run_dir: Path, *, track: bool = True, 
         cache.run("topics", _key(interest_key, "topics"), run_dir / "topics" / "topics.parquet",
                   lambda: _write_topics(run_dir))
     if cfg.stages.blurbs:
-        blurbs_key = _key(split_key, asdict(blurb_config(cfg)), interest_key)
+        blurbs_key = _key(split_key, asdict(blurb_config(cfg)))  # blurbs read the data, not the interest model
         cache.run("blurbs", blurbs_key, run_dir / "blurbs" / "blurbs.parquet",
                   lambda: _run_blurbs(cfg, data, periods, run_dir / "blurbs", cache_dir))
     cfg_json = cfg.to_json()
@@ -168,7 +174,7 @@ def train(cfg: RunConfig, data_dir: Path, run_dir: Path, *, track: bool = True, 
         results[cand] = json.loads((run_dir / cand / "result.json").read_text())
     gate = release_gate(results, baselines_valid)
     _ship(run_dir / gate["shipped"], run_dir / "ranker", gate)
-    log.info("%s", gate["line"])
+    progress.info("ranker: %s", gate["line"])
     results["ranker"] = json.loads((run_dir / "ranker" / "result.json").read_text())
     comparison = baseline_comparison(test, data, cfg.ranker.task)
     for cand in candidates:
@@ -179,6 +185,7 @@ def train(cfg: RunConfig, data_dir: Path, run_dir: Path, *, track: bool = True, 
         "task": cfg.ranker.task,
         "data": str(data_dir),
         "data_hash": data_hash,
+        "started_at": started_at,  # unix seconds: the MLflow run starts here
         "periods": {k: str(v) for k, v in asdict(periods).items()},
         "ranker": results["ranker"],
         "gate": gate,
@@ -191,7 +198,7 @@ def train(cfg: RunConfig, data_dir: Path, run_dir: Path, *, track: bool = True, 
         sample = pl.read_parquet(run_dir / "features" / "valid.parquet").head(50)
         from recsys.tracking import log_run
 
-        metrics["mlflow"] = log_run(run_dir, cfg.to_dict(), metrics, data_hash, sample)
+        metrics["mlflow"] = log_run(run_dir, cfg.to_dict(), metrics, data_hash, sample, events=data.events)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     return metrics
 

@@ -13,7 +13,14 @@ T = TypeVar("T")
 
 def ensure_ray(metrics_port: int | None = None) -> None:
     """`metrics_port`: where a local Ray exports Prometheus metrics (Ray Serve's ray_serve_*
-    included); a cluster joined through RAY_ADDRESS has its own."""
+    included); a cluster joined through RAY_ADDRESS has its own.
+
+    Workers' output is forwarded to this driver (log_to_driver): `recsys train` and `recsys bench
+    serve` run inside `recsys.logs.quiet`, which points this process's stdout/stderr at the run's
+    log file, so the workers' chatter (Ray Train's reports, LightGBM's iterations, Ray Serve's
+    controller) lands there, next to the driver's own, and the console stays readable; a task's
+    error still raises here, in the driver, and reaches the console. `recsys serve` keeps it all
+    on the console (its access log)."""
     import ray
 
     if ray.is_initialized():

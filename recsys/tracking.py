@@ -3,6 +3,12 @@
 `challenger` always points at the newest version; `champion` moves only when the new version's
 test nDCG@10 beats the champion's on the same data (same content hash), or by `recsys models
 promote`.
+
+Artifacts live beside the store: an experiment this code creates on `sqlite:///DIR/mlflow.db`
+keeps its artifacts (plots, models) in DIR/mlartifacts, not in ./mlruns of whatever directory the
+command ran in. The MLflow run starts when the pipeline started (`metrics["started_at"]`), so its
+duration is the pipeline's, and it names the dataset it trained on (param `data`, `log_input`
+with the dataset's content hash as digest).
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +25,58 @@ from recsys.metrics import metric_key
 
 log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"  # beside a sqlite store's file
 
 
 def tracking_uri(configured: str = "") -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment's artifacts go: DIR/mlartifacts for `sqlite:///DIR/mlflow.db`
+    (relative paths from the working directory, as SQLAlchemy reads them); None (the server's or
+    store's own default) for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    return (db.resolve().parent / ARTIFACTS_DIR).as_uri()
+
+
+def open_experiment(name: str, uri: str = "") -> str:
+    """The id of experiment `name` on the current tracking store, created with its artifacts
+    beside the store when it does not exist yet (an existing experiment keeps its location)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        try:
+            exp_id = client.create_experiment(name, artifact_location=artifact_location(uri or mlflow.get_tracking_uri()))
+        except mlflow.exceptions.MlflowException:  # created meanwhile by another process
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+        else:
+            found = client.get_experiment(exp_id)
+    if found.lifecycle_stage == "deleted":
+        client.restore_experiment(found.experiment_id)
+    mlflow.set_experiment(experiment_id=found.experiment_id)
+    log.info("MLflow experiment %s (%s): artifacts in %s", name, found.experiment_id, found.artifact_location)
+    return found.experiment_id
+
+
+def log_dataset(data_dir: str, data_hash: str, events: Any) -> None:
+    """`mlflow.log_input` of the dataset directory: the events table's schema and size, the
+    directory as source, the content hash of the whole dataset (every file, manifest.json) as digest."""
+    import mlflow
+    import mlflow.data
+
+    with warnings.catch_warnings():  # MLflow registers the local-file source twice and warns of it
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_polars(events, source=str(data_dir), name=Path(data_dir).name or str(data_dir),
+                                          digest=data_hash)
+    mlflow.log_input(dataset, context="training", tags={"data_hash": data_hash, "table": "events"})
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> dict[str, str]:
@@ -32,21 +88,36 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def log_run(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any], data_hash: str, sample: Any) -> dict[str, Any]:
-    """Log params, metrics, plots and the ranker; register it; return run id, version, aliases."""
+def log_run(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any], data_hash: str, sample: Any,
+            events: Any = None) -> dict[str, Any]:
+    """Log params, metrics, plots and the ranker; register it; return run id, version, aliases.
+    `events`: the dataset's events table, logged as the run's input (`mlflow.log_input`)."""
     import mlflow
     import mlflow.lightgbm
+    from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
     from models.ranker import Ranker
 
-    mlflow.set_tracking_uri(tracking_uri(config["mlflow"]["tracking_uri"]))
-    mlflow.set_experiment(config["mlflow"]["experiment"])
+    began = time.perf_counter()
+    uri = tracking_uri(config["mlflow"]["tracking_uri"])
+    mlflow.set_tracking_uri(uri)
+    experiment_id = open_experiment(config["mlflow"]["experiment"], uri)
     name = config["mlflow"]["registered_model"]
     ranker = Ranker.load(run_dir / "ranker")
-    with mlflow.start_run(run_name=config["name"]) as run:
-        mlflow.log_params({k: v[:500] for k, v in _flatten("", {k: v for k, v in config.items() if k != "mlflow"}, {}).items()})
+    started_at = metrics.get("started_at")
+    # the run begins when the pipeline began, so MLflow's duration is the pipeline's wall time
+    created = MlflowClient().create_run(experiment_id, run_name=config["name"],
+                                        start_time=int(started_at * 1000) if started_at else None)
+    with mlflow.start_run(run_id=created.info.run_id) as run:
+        params = _flatten("", {k: v for k, v in config.items() if k != "mlflow"}, {})
+        params["data"] = str(metrics.get("data") or params.get("data", ""))  # the directory trained on, not the config's default
+        mlflow.log_params({k: v[:500] for k, v in params.items()})
         mlflow.set_tags({"data_hash": data_hash, "run_dir": str(run_dir.resolve()), "task": config["ranker"]["task"]})
+        if events is not None and metrics.get("data"):
+            log_dataset(metrics["data"], data_hash, events)
+        if "total_seconds" in metrics.get("stages", {}):
+            mlflow.log_metric("pipeline_seconds", metrics["stages"]["total_seconds"])
         for split in ("valid", "test"):
             for metric, est in metrics["ranker"][split].items():
                 if metric.startswith("shape:"):  # per group shape: {metric: estimate}
@@ -74,7 +145,8 @@ def log_run(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any], data
         )
     version = str(info.registered_model_version)
     aliases = update_aliases(name, version, metrics["ranker"]["test"]["ndcg@10"]["mean"], data_hash)
-    return {"run_id": run.info.run_id, "model": name, "version": version, "aliases": aliases}
+    return {"run_id": run.info.run_id, "model": name, "version": version, "aliases": aliases,
+            "experiment_id": experiment_id, "tracking_uri": uri, "seconds": round(time.perf_counter() - began, 2)}
 
 
 def update_aliases(name: str, version: str, test_ndcg: float, data_hash: str) -> list[str]:

@@ -126,10 +126,24 @@ PHRASES: dict[str, tuple[str, Holds]] = {
     "user_item_clicks": ("you clicked this before", _user(_count(1))),
     "user_item_shown": ("you have seen this before", _user(_count(1))),
     "blurb_words": ("well described", _in_catalog(_count(1))),
+    "interest_max": ("similar to items you clicked", _in_catalog(_user(_clicked_history))),
+    "interest_gap": ("similar to items you clicked", _in_catalog(_user(_clicked_history))),
+    "rank_interest": ("similar to items you clicked", _in_catalog(_user(_clicked_history))),
+    "rank_interest_max": ("similar to items you clicked", _in_catalog(_user(_clicked_history))),
+    "item_clicks_recent": ("popular lately", _count(OFTEN_CLICKS)),
+    "item_click_share_recent": ("popular lately", _backed_by("item_clicks_recent", OFTEN_CLICKS)),
+    "rank_recent": ("popular lately", _backed_by("item_clicks_recent", OFTEN_CLICKS)),
+    "item_clicks_recent_short": ("trending", _count(OFTEN_CLICKS)),
+    "item_trend": ("trending", lambda v, row: v > 1.0 and row.at_least("item_clicks_recent", OFTEN_CLICKS)),
+    "cf_score": ("people who clicked what you clicked chose it too", _user(lambda v, row: v > 0)),
+    "rank_cf": ("people who clicked what you clicked chose it too", _user(_backed_by("cf_score", 1e-9))),
+    "user_topic_clicks": ("you often read about this", _user(_backed_by("user_topic_clicks", OFTEN_CLICKS))),
+    "user_topic_share": ("you often read about this", _user(_backed_by("user_topic_clicks", OFTEN_CLICKS))),
+    "user_topic_ctr": ("you often read about this", _user(_backed_by("user_topic_clicks", OFTEN_CLICKS))),
 }
 # columns the checks read besides the phrase's own feature: pass them as `evidence`
 EVIDENCE = ("interest_history_len", "user_clicks_all", "user_category_clicks", "item_clicks_7d", "item_clicks_all",
-            "item_age_days")
+            "item_age_days", "item_clicks_recent", "user_topic_clicks", "cf_score")
 
 # last words that have no plural in a shop's voice ("You often pick music", not "musics")
 UNCOUNTABLE = {

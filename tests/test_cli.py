@@ -26,7 +26,9 @@ def test_synth_describe_validate_evaluate(tmp_path: Path) -> None:
     assert evaluated.returncode == 0, evaluated.stderr
     assert "oracle" in evaluated.stdout
     models = {row["model"] for row in json.loads((tmp_path / "eval.json").read_text())}
-    assert {"oracle", "popularity", "recent_ctr", "random"} <= models
+    # the names `recsys train` gives the same scorers (recsys/pipeline.py BASELINES)
+    assert {"oracle", "popularity", "recent_popularity_1d", "recent_popularity_7d", "recent_popularity", "recent_ctr",
+            "random"} <= models
 
 
 def test_corrupted_csv_is_one_line_exit_2_no_traceback(tmp_path: Path) -> None:

@@ -109,3 +109,16 @@ def test_unknown_features_and_missing_values_are_tolerated() -> None:
 ])
 def test_category_names_read_naturally_or_fall_back(category: str | None, phrase: str | None) -> None:
     assert category_phrase(category) == phrase
+
+
+def test_collaborative_topic_and_trend_reasons_need_their_evidence() -> None:
+    features = ["cf_score", "user_topic_share", "item_trend"]
+    values = np.array([[0.4, 0.6, 3.0], [0.0, 0.6, 3.0]])
+    contrib = np.array([[0.5, 0.0, 0.0, 0.0], [0.0, 0.4, 0.3, 0.0]])
+    evidence = {"user_topic_clicks": [5.0, 0.0], "item_clicks_recent": [0.0, 1.0]}
+    got = reasons(features, values, contrib, [None, None], evidence=evidence)
+    # row 1: no topic clicks behind the smoothed share, one recent click is not a trend
+    assert got == ["People who clicked what you clicked chose it too", None]
+    assert reasons(features, values[:1], contrib[:1], [None], known_users=[False]) == [None]
+    evidence = {"user_topic_clicks": [5.0], "item_clicks_recent": [9.0]}
+    assert reasons(features, values[1:], contrib[1:], [None], evidence=evidence) == ["You often read about this; trending"]

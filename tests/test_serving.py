@@ -475,7 +475,7 @@ def test_batch_scoring_killed_halfway_reruns_only_the_missing_shards(runs: dict,
     items = REDS + BLUES + [f"new{n}" for n in range(26)]
     pl.DataFrame({"user_id": users}).join(pl.DataFrame({"item_id": items}), how="cross").write_parquet(tmp_path / "cand.parquet")
     command = [sys.executable, "-m", "recsys.cli", "score", "--run", str(runs["run1"]), "--candidates", str(tmp_path / "cand.parquet"),
-               "--shard-rows", "25", "--batch-size", "25"]  # 80 shards, one scoring call each: time to kill
+               "--shard-rows", "50"]  # 40 shards of one user (50 candidates) each, one scoring call each: time to kill
     parts = tmp_path / "killed.parquet.parts"
     proc = subprocess.Popen([*command, "--out", str(tmp_path / "killed.parquet")], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -485,10 +485,10 @@ def test_batch_scoring_killed_halfway_reruns_only_the_missing_shards(runs: dict,
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
     proc.wait()
     done_before = len(list(parts.glob("part-*.parquet")))
-    assert 3 <= done_before < 80 and not (tmp_path / "killed.parquet").exists()
+    assert 3 <= done_before < 40 and not (tmp_path / "killed.parquet").exists()
     resumed = subprocess.run([*command, "--out", str(tmp_path / "killed.parquet")], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"80 shard(s); {done_before} already done" in " ".join((resumed.stderr + resumed.stdout).split())
+    assert f"40 shard(s); {done_before} already done" in " ".join((resumed.stderr + resumed.stdout).split())
     clean = subprocess.run([*command, "--out", str(tmp_path / "clean.parquet")], capture_output=True, text=True, timeout=300)
     assert clean.returncode == 0, clean.stderr[-2000:]
     assert pl.read_parquet(tmp_path / "killed.parquet").equals(pl.read_parquet(tmp_path / "clean.parquet"))
