@@ -68,18 +68,27 @@ def catalog_targets(
     pairs = users.join(candidates, how="cross").join(seen, on=["user_id", "item_id"], how="anti")
     positives = future_clicks.select("user_id", "item_id").unique().with_columns(label=pl.lit(1, dtype=pl.Int32))
     pairs = pairs.join(positives, on=["user_id", "item_id"], how="left").with_columns(pl.col("label").fill_null(0))
+    return _groups(_sampled(pairs, max_items, seed), tag, pl.lit(cutoff), "catalog")
+
+
+def _sampled(pairs: pl.DataFrame, max_items: int | None, seed: int) -> pl.DataFrame:
+    """Per user: every positive, negatives sampled down to `max_items` rows in all; users
+    without a positive are dropped (their group carries no signal)."""
     if max_items is not None:
         rng = pl.int_range(pl.len()).shuffle(seed=seed).over("user_id")
-        keep = (pl.col("label") == 1) | (rng < max_items - pl.col("label").sum().over("user_id"))
-        pairs = pairs.filter(keep)
-    pairs = pairs.filter(pl.col("label").sum().over("user_id") > 0)
+        pairs = pairs.filter((pl.col("label") == 1) | (rng < max_items - pl.col("label").sum().over("user_id")))
+    return pairs.filter(pl.col("label").sum().over("user_id") > 0)
+
+
+def _groups(pairs: pl.DataFrame, tag: str, ts: pl.Expr, shape: str) -> pl.DataFrame:
+    """The ranking-group columns: one request per user (`user@tag`), ranked at `ts`."""
     return pairs.select(
         request_id=pl.col("user_id") + pl.lit(f"@{tag}"),
         user_id="user_id",
         item_id="item_id",
-        ts=pl.lit(cutoff).cast(pl.Datetime("us", "UTC")),
+        ts=ts.cast(pl.Datetime("us", "UTC")),
         label="label",
-        shape=pl.lit("catalog"),
+        shape=pl.lit(shape),
     ).sort("request_id", "item_id")
 
 
@@ -121,18 +130,7 @@ def user_cut_targets(
     seen = ev.join(users.select("user_id", "cut"), on="user_id").filter(pl.col("ts") < pl.col("cut")).select("user_id", "item_id").unique()
     pairs = pairs.join(seen, on=["user_id", "item_id"], how="anti")
     pairs = pairs.join(positives, on=["user_id", "item_id"], how="left").with_columns(pl.col("label").fill_null(0))
-    if max_items is not None:
-        rng_rank = pl.int_range(pl.len()).shuffle(seed=seed).over("user_id")
-        pairs = pairs.filter((pl.col("label") == 1) | (rng_rank < max_items - pl.col("label").sum().over("user_id")))
-    pairs = pairs.filter(pl.col("label").sum().over("user_id") > 0)
-    return pairs.select(
-        request_id=pl.col("user_id") + pl.lit(f"@{tag}"),
-        user_id="user_id",
-        item_id="item_id",
-        ts=pl.col("cut").cast(pl.Datetime("us", "UTC")),
-        label="label",
-        shape=pl.lit("catalog"),
-    ).sort("request_id", "item_id")
+    return _groups(_sampled(pairs, max_items, seed), tag, pl.col("cut"), "catalog")
 
 
 def page_targets(
@@ -156,14 +154,7 @@ def page_targets(
              .filter((pl.col("clicks") > 0) & (pl.col("shown") >= 2)).select("user_id").join(active, on="user_id").sort("user_id"))
     if users.height > max_users:
         users = users.sample(max_users, seed=seed).sort("user_id")
-    return pages.join(users, on="user_id", how="semi").select(
-        request_id=pl.col("user_id") + pl.lit(f"@{tag}"),
-        user_id="user_id",
-        item_id="item_id",
-        ts=pl.lit(cutoff).cast(pl.Datetime("us", "UTC")),
-        label="label",
-        shape=pl.lit("page"),
-    ).sort("request_id", "item_id")
+    return _groups(pages.join(users, on="user_id", how="semi"), tag, pl.lit(cutoff), "page")
 
 
 def replay_cutoffs(start: datetime, end: datetime, horizon: timedelta, count: int) -> list[datetime]:
