@@ -39,7 +39,7 @@ demo: install
 	$(RECSYS) experiments compare $(DEMO_DIR)/runs/synthetic $(DEMO_DIR)/runs/behavioural --plot $(DEMO_DIR)/compare.png
 	$(RECSYS) bench serve --model models:/recsys-ranker@champion --requests 100 --concurrency 1 --concurrency 8
 	@echo "Try the shop page: make serve  (then http://127.0.0.1:$(PORT))"
-	@echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri $(DEMO_MLFLOW)  (then http://127.0.0.1:5000)"
+	@echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri $(DEMO_MLFLOW)"
 
 # The champion of the demo's registry behind Ray Serve, with the demo shop page at /
 # (http://127.0.0.1:$(PORT); another port: make serve PORT=8080).

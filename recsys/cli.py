@@ -275,7 +275,7 @@ def train_cmd(
     log_path = Path(run_dir) / "train.log"
     # one line per stage on the console; Ray, MLflow, HuggingFace and warnings go to train.log (-v: here)
     with quiet(log_path, console, out, what="train stopped; the full log is in"):
-        progress.info("train %s on %s -> %s (log: %s)", cfg.name, data_dir, run_dir, log_path)
+        progress.info("train %s -> %s (Ray/MLflow output in its %s)", cfg.name, run_dir, log_path.name)
         metrics = train(cfg, data_dir, run_dir, track=track)
         _shutdown_ray()
     shipped = metrics.get("gate", {}).get("shipped")
@@ -421,7 +421,7 @@ def bench_serve_cmd(
     settings = ServeSettings(model=model, state_dir=str(state / "serve"), reload_seconds=0)
     # Ray Serve's, MLflow's and the replicas' output go to bench.log (-v: to the console)
     with quiet(state / "bench.log", console, out, what="bench serve stopped; the full log is in"):
-        console.print(f"bench serve: {model}, concurrency {', '.join(map(str, levels))} (log: {state / 'bench.log'})",
+        console.print(f"bench serve: concurrency {', '.join(map(str, levels))}; Ray Serve output in {state / 'bench.log'}",
                       highlight=False, markup=False, soft_wrap=True)
         local = RankingService(ServeSettings(model=model, state_dir=str(state / "local"), reload_seconds=0))
         bodies = make_requests(local, requests, candidates)
@@ -552,7 +552,7 @@ def print_metrics_table(table: Any, title: str, longest: int | None = None, ship
     for row in table.iter_rows(named=True):
         if shipped and row["model"] == shipped:
             continue  # the same model as the `ranker` row
-        name = f"ranker (shipped: {shipped})" if shipped and row["model"] == "ranker" else row["model"]
+        name = f"shipped: {shipped}" if shipped and row["model"] == "ranker" else row["model"]
         cells = [f"{row[m]:.4f}" + (f" [{row[m + '_low']:.3f},{row[m + '_high']:.3f}]" if m == "ndcg@10" else "")
                  for m in metrics]
         view.add_row(name, f"{row['requests']:,}", *cells)

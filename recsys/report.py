@@ -63,9 +63,9 @@ def interest_outcome(metrics: dict[str, Any]) -> str:
 
 def _blurbs_outcome(q: dict[str, Any]) -> str:
     n, generated = q.get("items", 0), q.get("generated", 0)
-    text = f"{generated:,} of {n:,} blurbs generated, the rest extractive (flagged)"
+    text = f"{generated:,} of {n:,} generated (the rest extractive, flagged)"
     if q.get("faithfulness_rate") is not None:
-        text += f"; {q['faithfulness_rate']:.0%} of attempts faithful"
+        text += f", {q['faithfulness_rate']:.0%} of attempts faithful"
     return text
 
 
@@ -131,4 +131,4 @@ def run_summary(run_dir: Path) -> list[str]:
 def mlflow_line(m: dict[str, Any]) -> str:
     aliases = ", ".join(m.get("aliases", [])) or "none"
     took = f" — {seconds_text(m['seconds'])}" if m.get("seconds") is not None else ""
-    return f"MLflow run {m['run_id']}: model {m['model']} v{m['version']} (aliases: {aliases}){took}"
+    return f"MLflow run {m['run_id']}: {m['model']} v{m['version']}, aliases {aliases}{took}"
