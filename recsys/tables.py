@@ -13,35 +13,79 @@ from recsys.errors import RecsysInputError
 LINE = "line"  # 1-based line of a record in its source file; the header is line 1
 
 
-def _check_text_file(path: Path, label: str) -> None:
-    """A clear error for a missing, empty, binary or non-UTF-8 file (the whole file is checked)."""
+# A file is refused as binary only when its first block mostly is: a stray NUL, control
+# character or undecodable byte further in (a torn write, one corrupt line) rejects only its row.
+FIRST_BLOCK = 64 * 1024
+MAX_BAD_BYTE_SHARE = 0.10  # of the first block: NUL, C0 control (not tab/CR/LF) or undecodable bytes
+MAX_BAD_LINE_SHARE = 0.5  # of the first block's lines with undecodable bytes: a file in another encoding
+CONTROL_CHARS = "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"  # in a value, damage (tab, CR and LF are structure)
+DAMAGE, DAMAGE_FIELD = "damage", "damage_field"  # per row: why it is damaged and in which column (null: intact)
+
+
+def _undecodable(data: bytes) -> int:
+    """How many bytes of `data` are not UTF-8 (one U+FFFD per bad sequence; literal U+FFFD excluded)."""
+    return data.decode("utf-8", errors="replace").count("\ufffd") - data.count("\ufffd".encode())
+
+
+def _check_first_block(path: Path, label: str, block: bytes, whole_file: bool) -> None:
+    """Refuse a file that is binary or in another encoding, judged on its first block."""
+    if block.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise RecsysInputError(f"{label}: {path} is UTF-16 text; save it as UTF-8")
+    judged = block if whole_file else block[:-3]  # the block may end inside a character
+    controls = sum(judged.count(bytes([c])) for c in range(32) if c not in (9, 10, 13))
+    bad = controls + _undecodable(judged)
+    if judged and bad > MAX_BAD_BYTE_SHARE * len(judged):
+        raise RecsysInputError(f"{label}: {path} is not a text CSV/TSV file (binary content: {bad} of its first "
+                               f"{len(judged)} bytes are NUL, control or non-UTF-8 bytes)")
+    lines = judged.split(b"\n")
+    bad_lines = sum(1 for line in lines if _undecodable(line))
+    if len(lines) > 1 and bad_lines > MAX_BAD_LINE_SHARE * len(lines):
+        raise RecsysInputError(f"{label}: {path} is not UTF-8 text ({bad_lines} of its first {len(lines)} lines "
+                               "have bytes that are not UTF-8); save it as UTF-8")
+
+
+def _check_text_file(path: Path, label: str) -> bool:
+    """A clear error for a missing, empty, binary or wrongly encoded file. Returns whether any
+    byte in the file is not UTF-8: it is then read with such bytes as U+FFFD, and the rows that
+    hold one are rejected (`invalid_utf8`)."""
     if not path.exists():
         raise RecsysInputError(f"{label}: file not found: {path}")
     if path.is_dir():
         raise RecsysInputError(f"{label}: {path} is a directory, expected a file")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise RecsysInputError(f"{label}: {path} is empty, expected a header line and rows")
     decoder = codecs.getincrementaldecoder("utf-8")()
-    offset = 0
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            nul = block.find(b"\x00")
-            if nul >= 0:
-                raise RecsysInputError(
-                    f"{label}: {path} is not a text CSV/TSV file (binary content: NUL byte at byte {offset + nul})"
-                )
-            try:
+        first = handle.read(FIRST_BLOCK)
+        _check_first_block(path, label, first, whole_file=len(first) == size)
+        try:
+            decoder.decode(first)
+            for block in iter(lambda: handle.read(1 << 20), b""):
                 decoder.decode(block)
-            except UnicodeDecodeError as err:
-                # the decoder may hold back up to 3 bytes of an unfinished character from the block before
-                raise RecsysInputError(
-                    f"{label}: {path} is not UTF-8 text (near byte {max(offset + err.start - 3, 0)}); save it as UTF-8"
-                ) from None
-            offset += len(block)
-    try:
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        raise RecsysInputError(f"{label}: {path} is not UTF-8 text (it ends inside a character); save it as UTF-8") from None
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return True
+    return False
+
+
+def damage(columns: list[str], lossy: bool) -> list[pl.Expr]:
+    """`damage` and `damage_field`: the first column (in file order) holding a NUL byte, an
+    undecodable byte (U+FFFD where the file had some) or another control character."""
+    checks = []
+    for c in columns:
+        value = pl.col(c).cast(pl.String)
+        checks.append((value.str.contains("\x00", literal=True), "nul_byte", c))
+        if lossy:
+            checks.append((value.str.contains("\ufffd", literal=True), "invalid_utf8", c))
+        checks.append((value.str.contains(CONTROL_CHARS), "control_character", c))
+    reason = pl.lit(None, dtype=pl.String)
+    field = pl.lit(None, dtype=pl.String)
+    for is_bad, why, where in reversed(checks):
+        hit = is_bad.fill_null(False)
+        reason = pl.when(hit).then(pl.lit(why)).otherwise(reason)
+        field = pl.when(hit).then(pl.lit(where)).otherwise(field)
+    return [reason.alias(DAMAGE), field.alias(DAMAGE_FIELD)]
 
 
 def _as_text(dtype: pl.DataType) -> bool:
@@ -102,9 +146,10 @@ def scan_table(
         lf = lf.select(pl.col(n).cast(pl.String) for n in names if _as_text(schema[n]))
         names = [n for n in names if _as_text(schema[n])]
         what = "parquet"
+        lossy = False
         offset = 1  # parquet has no header; line = row number
     else:
-        _check_text_file(path, label)
+        lossy = _check_text_file(path, label)
         try:
             lf = pl.scan_csv(
                 path,
@@ -114,6 +159,7 @@ def scan_table(
                 infer_schema=False,
                 quote_char=quote_char,
                 truncate_ragged_lines=True,
+                encoding="utf8-lossy" if lossy else "utf8",
             )
             names = lf.collect_schema().names()
         except Exception as err:
@@ -129,7 +175,7 @@ def scan_table(
     known = [c for c in names if c in required or c in optional]
     ignored = [c for c in names if c not in known]
     _check_parses(lf, names if with_raw else known, label, path, what)
-    lf = lf.select(*([raw_json(names)] if with_raw else []), *known)
+    lf = lf.select(*([raw_json(names)] if with_raw else []), *known, *damage(names, lossy))
     lf = lf.with_row_index(LINE, offset=offset).with_columns(pl.col(LINE).cast(pl.Int64))
     return lf, ignored
 

@@ -12,20 +12,37 @@ import json
 import polars as pl
 
 from recsys.schemas import EVENTS_SCHEMA, ITEMS_SCHEMA, REJECTS_SCHEMA, conform
-from recsys.tables import blank
+from recsys.tables import DAMAGE, DAMAGE_FIELD, blank
 
 DEFAULT_MAX_TEXT_CHARS = 20_000
 DEFAULT_SESSION_GAP_MINUTES = 30
 
 
-def _first_failure(checks: list[tuple[pl.Expr, str, str]]) -> tuple[pl.Expr, pl.Expr]:
-    """Given (is_bad, reason, field) checks in priority order, the first failing reason and field."""
+Check = tuple[pl.Expr, "str | pl.Expr", "str | pl.Expr"]
+
+
+def _first_failure(checks: list[Check]) -> tuple[pl.Expr, pl.Expr]:
+    """Given (is_bad, reason, field) checks in priority order, the first failing reason and field
+    (a reason or field may be an expression: the row's damage says its own)."""
     reason = pl.lit(None, dtype=pl.String)
     field = pl.lit(None, dtype=pl.String)
     for is_bad, why, where in reversed(checks):
-        reason = pl.when(is_bad).then(pl.lit(why)).otherwise(reason)
-        field = pl.when(is_bad).then(pl.lit(where)).otherwise(field)
+        reason = pl.when(is_bad).then(pl.lit(why) if isinstance(why, str) else why).otherwise(reason)
+        field = pl.when(is_bad).then(pl.lit(where) if isinstance(where, str) else where).otherwise(field)
     return reason.alias("reason"), field.alias("field")
+
+
+def damaged(frame_columns: list[str]) -> list[Check]:
+    """The first check of every table: a row with a NUL, control or undecodable byte
+    (recsys.tables.damage) is rejected with that reason, naming the column."""
+    if DAMAGE not in frame_columns:
+        return []
+    return [(pl.col(DAMAGE).is_not_null(), pl.col(DAMAGE), pl.col(DAMAGE_FIELD))]
+
+
+def _damage_columns(frame: pl.DataFrame | pl.LazyFrame) -> list[str]:
+    names = frame.collect_schema().names()
+    return [c for c in (DAMAGE, DAMAGE_FIELD) if c in names]
 
 
 def check_items(raw: pl.DataFrame, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> pl.DataFrame:
@@ -40,7 +57,8 @@ def check_items(raw: pl.DataFrame, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS)
         pl.col("title").fill_null(""),
         pl.col("text").fill_null(""),
     )
-    first = df.filter(~blank(pl.col("item_id"))).unique("item_id", keep="first", maintain_order=True)
+    intact = pl.col(DAMAGE).is_null() if DAMAGE in df.columns else pl.lit(True)
+    first = df.filter(~blank(pl.col("item_id")) & intact).unique("item_id", keep="first", maintain_order=True)
     first = first.select(
         pl.col("item_id"),
         pl.col("line").alias("_first_line"),
@@ -53,13 +71,14 @@ def check_items(raw: pl.DataFrame, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS)
     length = pl.col("title").str.len_chars() + pl.col("text").str.len_chars()
     reason, field = _first_failure(
         [
+            *damaged(df.columns),
             (blank(pl.col("item_id")), "missing_item_id", "item_id"),
             (is_dup & differs, "duplicate_item_conflict", "item_id"),
             (is_dup, "duplicate_item", "item_id"),
             (length > max_text_chars, "text_too_long", "text"),
         ]
     )
-    return df.with_columns(reason, field).drop("_first_line", "_first_title", "_first_text")
+    return df.with_columns(reason, field).drop("_first_line", "_first_title", "_first_text", *_damage_columns(df))
 
 
 def check_events(
@@ -78,6 +97,7 @@ def check_events(
     lf = lf.join(known, on="item_id", how="left")
     reason, field = _first_failure(
         [
+            *damaged(lf.collect_schema().names()),
             (blank(pl.col("user_id")), "missing_user_id", "user_id"),
             (blank(pl.col("item_id")), "missing_item_id", "item_id"),
             (pl.col("ts").is_null(), "bad_timestamp", ts_field),
@@ -85,7 +105,7 @@ def check_events(
             (pl.col("_known").is_null(), "unknown_item", "item_id"),
         ]
     )
-    return lf.with_columns(reason, field).drop("_known")
+    return lf.with_columns(reason, field).drop("_known", *_damage_columns(lf))
 
 
 def derive_request_ids(lf: pl.LazyFrame, gap_minutes: int = DEFAULT_SESSION_GAP_MINUTES) -> pl.LazyFrame:

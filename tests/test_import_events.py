@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import polars as pl
@@ -123,4 +124,56 @@ def test_wrong_files_are_one_clear_error(tmp_path: Path, content: str | bytes, m
     events = tmp_path / "events.csv"
     events.write_bytes(content.encode() if isinstance(content, str) else content)
     with pytest.raises(RecsysInputError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+        import_events(events, items, tmp_path / "ds")
+
+
+def _log_of(rows: int) -> bytes:
+    lines = [f"u{n % 7},i{1 + n % 3},2024-01-01T10:{n // 60 % 60:02d}:{n % 60:02d}Z,{n % 2}\n" for n in range(rows)]
+    return ("user_id,item_id,timestamp,clicked\n" + "".join(lines)).encode()
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [(b"\x00", "nul_byte"), (b"\xff", "invalid_utf8"), (b"\x1b", "control_character"), (b"\x00\x00\xfe\x07", "nul_byte")],
+)
+def test_one_damaged_row_rejects_that_row_not_the_file(tmp_path: Path, damage: bytes, reason: str) -> None:
+    """A 300-row log with one bad byte in row 150: 299 rows import, the damaged one is kept aside
+    with its reason, the column and its line (issue 20: one NUL used to refuse the whole file)."""
+    items = write_text(tmp_path / "items.csv", "item_id,title,text\ni1,A,x\ni2,B,y\ni3,C,z\n")
+    data = _log_of(300).splitlines(keepends=True)
+    data[150] = data[150].replace(b",i", b",i" + damage, 1)  # inside the item id of data row 150 (line 151)
+    events = tmp_path / "events.csv"
+    events.write_bytes(b"".join(data))
+    manifest = import_events(events, items, tmp_path / "ds")
+    assert manifest["rows_in"]["events"] == 300
+    assert manifest["rows"]["events"] == 299
+    assert manifest["rejects_by_reason"] == {f"events/{reason}": 1}
+    rejects = pl.read_parquet(tmp_path / "ds" / "rejects.parquet")
+    assert rejects.select("line", "reason", "field").row(0) == (151, reason, "item_id")
+    assert validate_dataset(tmp_path / "ds") == []
+
+
+def test_a_damaged_item_row_does_not_make_its_good_twin_a_duplicate(tmp_path: Path) -> None:
+    items = tmp_path / "items.csv"
+    items.write_bytes(b"item_id,title,text\ni1,A\x00,x\ni1,A,x\n")
+    events = tmp_path / "events.csv"
+    events.write_bytes(b"user_id,item_id,timestamp,clicked\nu,i1,2024-01-01,1\n")
+    manifest = import_events(events, items, tmp_path / "ds")
+    assert manifest["rejects_by_reason"] == {"items/nul_byte": 1}
+    assert manifest["rows"] == {**manifest["rows"], "items": 1, "events": 1}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (bytes(range(256)) * 40, "not a text CSV/TSV file (binary content:"),
+        ("user_id,item_id,timestamp,clicked\n".encode("utf-16"), "is UTF-16 text"),
+        ("user_id,item_id,timestamp,clicked\n".encode() + "u,caf\xe9,2024-01-01,1\n".encode("latin-1") * 50, "not UTF-8 text"),
+    ],
+)
+def test_a_file_that_mostly_is_binary_or_another_encoding_is_refused(tmp_path: Path, content: bytes, message: str) -> None:
+    items = write_text(tmp_path / "items.csv", "item_id,title,text\na,A,x\n")
+    events = tmp_path / "events.csv"
+    events.write_bytes(content)
+    with pytest.raises(RecsysInputError, match=re.escape(message)):
         import_events(events, items, tmp_path / "ds")

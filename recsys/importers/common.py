@@ -12,10 +12,12 @@ from recsys.dataset import write_dataset
 from recsys.validate import (
     DEFAULT_SESSION_GAP_MINUTES,
     _first_failure,
+    _damage_columns,
     accepted_events,
     accepted_items,
     check_events,
     placeholder_items,
+    damaged,
     rejects,
 )
 from recsys.tables import blank
@@ -30,12 +32,13 @@ def check_history(raw: pl.LazyFrame, known_item_ids: pl.LazyFrame) -> pl.LazyFra
     lf = raw.join(known, on="item_id", how="left")
     reason, field = _first_failure(
         [
+            *damaged(lf.collect_schema().names()),
             (blank(pl.col("user_id")), "missing_user_id", "user_id"),
             (blank(pl.col("item_id")), "missing_item_id", "history"),
             (pl.col("_known").is_null(), "unknown_item", "history"),
         ]
     )
-    return lf.with_columns(reason, field).drop("_known")
+    return lf.with_columns(reason, field).drop("_known", *_damage_columns(lf))
 
 
 def finish_import(

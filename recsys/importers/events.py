@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from recsys.importers.common import UnknownItems, finish_import
-from recsys.tables import parse_iso_utc, scan_table
+from recsys.tables import DAMAGE, DAMAGE_FIELD, parse_iso_utc, scan_table
 from recsys.validate import DEFAULT_MAX_TEXT_CHARS, DEFAULT_SESSION_GAP_MINUTES, check_items
 
 EVENT_COLUMNS = ["user_id", "item_id", "timestamp", "clicked"]
@@ -41,6 +41,8 @@ def read_events(path: Path) -> tuple[pl.LazyFrame, list[str]]:
     lf = lf.select(
         "line",
         "raw",
+        DAMAGE,
+        DAMAGE_FIELD,
         "request_id",
         "user_id",
         "item_id",

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from recsys.importers.common import UnknownItems, finish_import
-from recsys.tables import blank, plausible, raw_json, scan_table
+from recsys.tables import DAMAGE, DAMAGE_FIELD, blank, plausible, raw_json, scan_table
 from recsys.validate import DEFAULT_MAX_TEXT_CHARS, check_items
 
 NEWS_COLUMNS = ["news_id", "category", "subcategory", "title", "abstract", "url", "title_entities", "abstract_entities"]
@@ -31,6 +31,8 @@ def read_news(path: Path, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> pl.Da
     lf = lf.select(
         "line",
         raw_json(["news_id", "category", "subcategory", "title", "abstract", "url"]),
+        DAMAGE,
+        DAMAGE_FIELD,
         item_id=pl.col("news_id"),
         title=pl.col("title"),
         text=pl.col("abstract"),
@@ -55,6 +57,8 @@ def read_behaviors(path: Path) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     events = events.select(
         "line",
         raw_json(["impression_id", "user_id", "time", "token"]),
+        DAMAGE,
+        DAMAGE_FIELD,
         request_id=pl.col("impression_id").str.strip_chars(),
         user_id=pl.col("user_id"),
         item_id=pl.col("token").str.replace(r"-[^-]*$", ""),
@@ -72,6 +76,8 @@ def read_behaviors(path: Path) -> tuple[pl.LazyFrame, pl.LazyFrame]:
         .select(
             "line",
             pl.struct(user_id=pl.col("user_id"), history_item=pl.col("item_id")).struct.json_encode().alias("raw"),
+            DAMAGE,
+            DAMAGE_FIELD,
             "user_id",
             "item_id",
             "order",

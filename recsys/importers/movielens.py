@@ -15,14 +15,15 @@ import polars as pl
 
 from recsys.errors import RecsysInputError
 from recsys.importers.common import UnknownItems, finish_import
-from recsys.tables import parse_unix_seconds, raw_json, scan_table
+from recsys.tables import DAMAGE, DAMAGE_FIELD, parse_unix_seconds, raw_json, scan_table
 from recsys.validate import DEFAULT_MAX_TEXT_CHARS, DEFAULT_SESSION_GAP_MINUTES, check_items
 
 
 def _tags_by_movie(path: Path) -> pl.LazyFrame:
     lf, _ = scan_table(path, "TAGS", ["userId", "movieId", "tag", "timestamp"])
     return (
-        lf.filter(pl.col("tag").is_not_null() & pl.col("movieId").is_not_null())
+        # a damaged tags row is left out of the item text (tags are not an imported table)
+        lf.filter(pl.col("tag").is_not_null() & pl.col("movieId").is_not_null() & pl.col(DAMAGE).is_null())
         .group_by("movieId")
         .agg(tags=pl.col("tag").str.strip_chars().str.to_lowercase().unique(maintain_order=True).sort())
     )
@@ -45,6 +46,8 @@ def read_movies(directory: Path, max_text_chars: int, with_tags: bool) -> pl.Dat
     lf = lf.with_columns(genre_list=genres).select(
         "line",
         raw_json(["movieId", "title", "genres"]),
+        DAMAGE,
+        DAMAGE_FIELD,
         item_id=pl.col("movieId").str.strip_chars(),
         title=pl.col("title").str.strip_chars(),
         text=pl.col("title").str.strip_chars() + pl.lit(". Genres: ") + pl.col("genre_list").list.join(", ")
@@ -63,6 +66,8 @@ def read_ratings(path: Path, click_threshold: float) -> pl.LazyFrame:
     return lf.select(
         "line",
         raw_json(["userId", "movieId", "rating", "timestamp"]),
+        DAMAGE,
+        DAMAGE_FIELD,
         request_id=pl.lit(None, dtype=pl.String),
         user_id=pl.col("userId"),
         item_id=pl.col("movieId"),
