@@ -9,6 +9,11 @@ keeps its artifacts (plots, models) in DIR/mlartifacts, not in ./mlruns of whate
 command ran in. The MLflow run starts when the pipeline started (`metrics["started_at"]`), so its
 duration is the pipeline's, and it names the dataset it trained on (param `data`, `log_input`
 with the dataset's content hash as digest).
+
+On a SQLite store one process logs at a time (a lock file beside the database): two `recsys
+train` that finish together would otherwise both create a new store's tables (the second fails,
+"duplicate column name") and both read-then-move `champion`. The second waits; past
+`STORE_WAIT_SECONDS` it fails with one line. A tracking server serialises writes itself.
 """
 
 from __future__ import annotations
@@ -18,14 +23,22 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from recsys.errors import RecsysInputError
 from recsys.metrics import metric_key
 
 log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"  # beside a sqlite store's file
+STORE_WAIT_SECONDS = float(os.environ.get("RECSYS_MLFLOW_WAIT_SECONDS", "900"))
+
+
+class StoreBusy(RecsysInputError):
+    """Another process kept the MLflow store locked for longer than we wait."""
 
 
 def tracking_uri(configured: str = "") -> str:
@@ -88,10 +101,40 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> dict[str, str]:
     return out
 
 
+@contextmanager
+def store_lock(uri: str, wait_seconds: float | None = None) -> Iterator[None]:
+    """Hold DIR/mlflow.db.lock for a `sqlite:///DIR/mlflow.db` store (no-op for other stores)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    wait = STORE_WAIT_SECONDS if wait_seconds is None else wait_seconds
+    lock = FileLock(f"{db}.lock")
+    try:
+        lock.acquire(timeout=wait)
+    except Timeout:
+        raise StoreBusy(f"MLflow store {db} is busy: another run has held {db}.lock for over {wait:.0f} s; "
+                        "retry when it has finished (the run directory is complete; only tracking was skipped)") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def log_run(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any], data_hash: str, sample: Any,
             events: Any = None) -> dict[str, Any]:
     """Log params, metrics, plots and the ranker; register it; return run id, version, aliases.
-    `events`: the dataset's events table, logged as the run's input (`mlflow.log_input`)."""
+    `events`: the dataset's events table, logged as the run's input (`mlflow.log_input`).
+    One process at a time per SQLite store (`store_lock`)."""
+    with store_lock(tracking_uri(config["mlflow"]["tracking_uri"])):
+        return _log_run(run_dir, config, metrics, data_hash, sample, events)
+
+
+def _log_run(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any], data_hash: str, sample: Any,
+             events: Any = None) -> dict[str, Any]:
     import mlflow
     import mlflow.lightgbm
     from mlflow import MlflowClient

@@ -97,7 +97,8 @@ class FeedbackRequest(Strict):
 
 
 class FeedbackResponse(BaseModel):
-    accepted: int
+    accepted: int = Field(..., description="events taken into the live log")
+    unknown_items: int = Field(0, description="events for items in no catalog: kept aside (durably), not counted")
     log_offset: int = Field(..., description="bytes in the durable feedback log after this write")
 
 

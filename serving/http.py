@@ -2,7 +2,8 @@
 
 Every client mistake is a 4xx whose body names the field (`detail[].loc`, and `message` in one
 line); an unexpected failure is logged with its traceback and answered 500 without internals; a
-client that hangs up before its request is read is one log line. /docs and /redoc are served
+client that hangs up before its request is read is one log line. A client over its rate limit
+gets 429 and a full disk 503, both with Retry-After (serving/ratelimit.py, serving/eventlog.py). /docs and /redoc are served
 from files shipped with the fastapi-offline package, so they work without a network.
 """
 
@@ -23,6 +24,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from serving.api_models import FeedbackRequest, FeedbackResponse, Health, ModelInfo, RankRequest, RankResponse
+from serving.eventlog import StorageFull
+from serving.ratelimit import Limits, OverCapacity, RateLimited, RateLimiter
 from serving.service import RankingService, RequestError
 
 log = logging.getLogger(__name__)
@@ -99,6 +102,16 @@ def _key_of(headers: Headers) -> str:
     return headers.get("x-api-key") or (auth[7:] if auth.lower().startswith("bearer ") else "")
 
 
+def _client_of(request: Request) -> str:
+    """Whom a per-key limit counts: the API key, else (no key configured) the client's address."""
+    return _key_of(request.headers) or f"addr:{request.client.host if request.client else '?'}"
+
+
+def limiter_for(settings: Any) -> RateLimiter:
+    return RateLimiter(Limits(settings.rank_per_key, settings.rank_per_user, settings.feedback_per_key,
+                              settings.feedback_per_user, settings.burst_seconds))
+
+
 class ApiKey:
     """ASGI middleware: with a key set, every /v1/* call without it is answered 401. Plain ASGI
     rather than `@app.middleware("http")`, whose `call_next` turns a client that disconnects
@@ -129,9 +142,10 @@ def _offline_docs_app(**kwargs: Any) -> FastAPI:
 
 
 def build_app(get_service: Callable[[], RankingService],
-              rank_batched: Callable[[RankRequest], Awaitable[RankResponse]] | None = None) -> FastAPI:
+              rank_batched: Callable[[RankRequest], Awaitable[RankResponse]] | None = None,
+              limiter: RateLimiter | None = None) -> FastAPI:
     """The routes; `rank_batched` (Ray Serve's `@serve.batch` method) ranks concurrent requests
-    together, otherwise each request is ranked on its own."""
+    together, otherwise each request is ranked on its own. `limiter`: default, the settings' limits."""
     app = _offline_docs_app(
         title="recsys ranking API",
         version="1",
@@ -140,6 +154,7 @@ def build_app(get_service: Callable[[], RankingService],
     )
 
     settings = get_service().settings
+    limits = limiter or limiter_for(settings)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     # outside the body limit: a wrong key is refused before its body is read
@@ -169,6 +184,26 @@ def build_app(get_service: Callable[[], RankingService],
             "message": f"{_where(err.loc)}: {err.message}", "detail": [{"loc": err.loc, "msg": err.message, "type": "limit"}],
         })
 
+    @app.exception_handler(RateLimited)
+    async def too_many(_: Request, err: RateLimited) -> JSONResponse:
+        return JSONResponse(status_code=429, headers={"Retry-After": err.retry_after_header}, content={
+            "message": f"{_where(err.loc)}: {err.message}", "detail": [{"loc": err.loc, "msg": err.message, "type": "rate_limit"}],
+        })
+
+    @app.exception_handler(OverCapacity)
+    async def too_big(_: Request, err: OverCapacity) -> JSONResponse:
+        return JSONResponse(status_code=422, content={
+            "message": f"{_where(err.loc)}: {err.message}", "detail": [{"loc": err.loc, "msg": err.message, "type": "rate_limit"}],
+        })
+
+    @app.exception_handler(StorageFull)
+    async def disk_full(_: Request, err: StorageFull) -> JSONResponse:
+        # nothing of the call was kept (eventlog cuts a refused write back): safe to retry as is
+        log.error("feedback refused: %s", err.strerror)
+        return JSONResponse(status_code=503, headers={"Retry-After": str(settings.storage_retry_seconds)}, content={
+            "message": "storage full: the feedback was not recorded; retry later",
+            "detail": [{"loc": [], "msg": "storage full", "type": "unavailable"}]})
+
     @app.exception_handler(Exception)
     async def crashed(_: Request, err: Exception) -> JSONResponse:
         log.exception("unhandled error")
@@ -176,16 +211,19 @@ def build_app(get_service: Callable[[], RankingService],
 
     if rank_batched is None:
         @app.post("/v1/rank", response_model=RankResponse, summary="Rank candidates for a user")
-        def rank(req: RankRequest) -> RankResponse:
+        def rank(req: RankRequest, request: Request) -> RankResponse:
+            limits.rank(_client_of(request), req.user_id)
             return get_service().rank(req)
     else:
         @app.post("/v1/rank", response_model=RankResponse, summary="Rank candidates for a user")
-        async def rank_in_batches(req: RankRequest) -> RankResponse:
+        async def rank_in_batches(req: RankRequest, request: Request) -> RankResponse:
+            limits.rank(_client_of(request), req.user_id)
             get_service().check(req)  # a bad request fails alone, before it joins a batch
             return await rank_batched(req)
 
     @app.post("/v1/feedback", response_model=FeedbackResponse, summary="Record impressions and clicks (durable)")
-    def feedback(req: FeedbackRequest) -> FeedbackResponse:
+    def feedback(req: FeedbackRequest, request: Request) -> FeedbackResponse:
+        limits.feedback(_client_of(request), [e.user_id for e in req.events])
         return get_service().feedback(req)
 
     @app.get("/healthz", response_model=Health)

@@ -5,11 +5,26 @@ over this log. Per request the log is cut down to the events of the request's us
 items, which yields exactly the features of the full log because every per-key aggregate only
 reads its own key's events; the global rates come from running totals kept for the whole log
 (`features.pointintime.global_totals`). A test checks the two give identical scores.
+
+Bounded on disk: once `feedback.jsonl` passes `compact_bytes`, the replica that wrote last folds
+it into `feedback-snapshot.parquet` and starts a new `feedback.jsonl` (with a header line naming
+it), all under the log's lock. The snapshot records which file and how many of its bytes it holds,
+so a kill -9 at any step leaves a state that restarts with every acknowledged event exactly once:
+before the snapshot is renamed in, the old snapshot and the old file; after, the new snapshot and
+the rest of the old file; after the new file is renamed in, the new snapshot and the new file.
+Other replicas notice the new file (its inode) and take the snapshot rows they had not seen.
+
+Feedback for items no arm's catalog knows is written to `feedback-unknown-items.jsonl` (durably,
+counted) and kept out of the counters: ids made up by a client must not grow the state or steer
+the behaviour features.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,9 +34,12 @@ import polars as pl
 
 from features.pointintime import global_totals
 from recsys.schemas import EVENTS_SCHEMA
-from serving.eventlog import JsonlLog
+from serving.eventlog import SEGMENT_KEY, JsonlLog, encode, open_locked, segment_of
 
 FEEDBACK_FILE = "feedback.jsonl"
+ASIDE_FILE = "feedback-unknown-items.jsonl"
+SNAPSHOT_FILE = "feedback-snapshot.parquet"
+EXTRA_COLUMNS = {"arm": pl.String, "received_at": pl.String}  # kept in the snapshot for the A/B report
 TICK = timedelta(microseconds=1)
 
 
@@ -32,29 +50,73 @@ class LogSnapshot:
     log: pl.DataFrame
     totals: pl.DataFrame
     last_ts: datetime | None
-    offset: int
+    offset: int  # bytes of the current feedback file taken in
+    inode: int = 0  # which feedback file that is (a compaction replaces it)
+    feedback_rows: int = 0  # feedback events taken in, snapshot and file together
 
     def view(self, user_ids: list[str], item_ids: list[str]) -> pl.DataFrame:
         """The events of these users and of these items: all the per-key features read."""
         return self.log.filter(pl.col("user_id").is_in(user_ids) | pl.col("item_id").is_in(item_ids))
 
 
-def events_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    """Feedback log rows -> the events schema (extra keys such as `arm` are dropped here)."""
+@dataclass(frozen=True)
+class Appended:
+    size: int  # bytes in the feedback file after the write
+    accepted: int  # events that went into the live log
+    aside: int  # events for unknown items, kept in ASIDE_FILE
+
+
+def feedback_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """Feedback log rows -> the events schema plus the arm and when the service received them."""
+    schema = {**EVENTS_SCHEMA, **EXTRA_COLUMNS}
     if not rows:
-        return EVENTS_SCHEMA.to_frame()
-    frame = pl.DataFrame([{c: r.get(c) for c in EVENTS_SCHEMA} for r in rows], schema_overrides={"ts": pl.String})
+        return pl.Schema(schema).to_frame()
+    frame = pl.DataFrame([{c: r.get(c) for c in schema} for r in rows], schema_overrides={"ts": pl.String})
     return frame.with_columns(
         pl.col("ts").str.to_datetime(time_unit="us", time_zone="UTC"),
-    ).select(pl.col(c).cast(t) for c, t in EVENTS_SCHEMA.items())
+    ).select(pl.col(c).cast(t) for c, t in schema.items())
+
+
+def events_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """Feedback log rows -> the events schema (extra keys such as `arm` are dropped here)."""
+    return feedback_frame(rows).select(EVENTS_SCHEMA.names())
+
+
+def read_snapshot(path: Path) -> tuple[pl.DataFrame, str | None, int]:
+    """The compacted feedback, the id of the feedback file it was last folded from, and how many
+    bytes of that file it holds (no snapshot: empty, None, 0)."""
+    if not path.exists():
+        return feedback_frame([]), None, 0
+    meta = pl.read_parquet_metadata(path)
+    segment = meta.get("segment") or None
+    return pl.read_parquet(path), segment, int(meta.get("absorbed_bytes", "0"))
+
+
+def read_feedback(state_dir: Path) -> list[dict[str, Any]]:
+    """Every feedback row of a state directory in the order it was written: snapshot, then file."""
+    state_dir = Path(state_dir)
+    frame, segment, absorbed = read_snapshot(state_dir / SNAPSHOT_FILE)
+    log = JsonlLog(state_dir / FEEDBACK_FILE)
+    start = absorbed if segment_of(log.path) == segment else 0
+    rows = frame.with_columns(pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S%.f+00:00")).to_dicts()
+    return rows + log.read_from(start)[0]
 
 
 class OnlineState:
-    def __init__(self, base_log: pl.DataFrame, state_dir: Path, clock: str = "log") -> None:
+    def __init__(self, base_log: pl.DataFrame, state_dir: Path, clock: str = "log",
+                 known_item: Callable[[str], bool] | None = None, compact_bytes: int = 0) -> None:
+        """`known_item`: whether an item id is in a catalog (None: every id is); `compact_bytes`:
+        fold the feedback file into the snapshot once it is this big (0: never)."""
         if clock not in ("log", "wall"):
             raise ValueError(f"clock={clock!r}, expected 'log' or 'wall'")
         self.clock = clock
-        self.feedback = JsonlLog(Path(state_dir) / FEEDBACK_FILE)
+        self.state_dir = Path(state_dir)
+        self.feedback = JsonlLog(self.state_dir / FEEDBACK_FILE)
+        self.aside = JsonlLog(self.state_dir / ASIDE_FILE)
+        self.snapshot_path = self.state_dir / SNAPSHOT_FILE
+        self.known_item = known_item
+        self.compact_bytes = compact_bytes
+        self.compactions = 0
         base = base_log.select(pl.col(c).cast(t) for c, t in EVENTS_SCHEMA.items())
         last: datetime | None = base["ts"].max()  # type: ignore[assignment]
         self._snapshot = LogSnapshot(base, global_totals(base), last, 0)
@@ -67,26 +129,53 @@ class OnlineState:
     def refresh(self) -> LogSnapshot:
         """Take in feedback appended since the last look (by any replica); cheap when there is none."""
         snap = self._snapshot
-        if self.feedback.path.stat().st_size <= snap.offset:
+        st = os.stat(self.feedback.path)
+        if st.st_ino == snap.inode and st.st_size <= snap.offset:
             return snap
         with self._lock:
             snap = self._snapshot
-            rows, offset = self.feedback.read_from(snap.offset)
-            new = events_frame(rows)
-            if new.height == 0:
-                self._snapshot = LogSnapshot(snap.log, snap.totals, snap.last_ts, offset)
-                return self._snapshot
-            log = pl.concat([snap.log, new], rechunk=False)
-            if log.n_chunks() > 64:
-                log = log.rechunk()
-            new_last: datetime = new["ts"].max()  # type: ignore[assignment]
-            if snap.last_ts is not None and new["ts"].min() > snap.last_ts:  # type: ignore[operator]
-                totals = _extend_totals(snap.totals, new)
-            else:  # late events: recount (rare, and one pass over the log)
-                totals = global_totals(log)
-            last = max(snap.last_ts, new_last) if snap.last_ts else new_last
-            self._snapshot = LogSnapshot(log, totals, last, offset)
+            with open(self.feedback.path, "rb") as f:
+                # read through this handle: a compaction that swaps the file meanwhile cannot
+                # make us read the new file from the old file's offset
+                if os.fstat(f.fileno()).st_ino != snap.inode:
+                    return self._resync(snap)
+                f.seek(snap.offset)
+                data = f.read()
+            rows, offset = self.feedback.parse(data, snap.offset)
+            self._snapshot = self._taken_in(snap, events_frame(rows), offset, snap.inode, snap.feedback_rows + len(rows))
             return self._snapshot
+
+    def _resync(self, snap: LogSnapshot) -> LogSnapshot:
+        """First look, or another replica compacted: under the file's lock (so no compaction runs
+        meanwhile), the snapshot rows not yet taken in, then the new file."""
+        fd = open_locked(self.feedback.path)
+        try:
+            compacted, segment, absorbed = read_snapshot(self.snapshot_path)
+            start = absorbed if segment_of(self.feedback.path) == segment else 0
+            size = os.fstat(fd).st_size
+            rows, offset = self.feedback.parse(os.pread(fd, size - start, start), start)
+            inode = os.fstat(fd).st_ino
+        finally:
+            os.close(fd)  # closing releases the lock
+        missed = compacted.slice(snap.feedback_rows).select(EVENTS_SCHEMA.names())
+        new = pl.concat([missed, events_frame(rows)])
+        self._snapshot = self._taken_in(snap, new, offset, inode, compacted.height + len(rows))
+        return self._snapshot
+
+    @staticmethod
+    def _taken_in(snap: LogSnapshot, new: pl.DataFrame, offset: int, inode: int, feedback_rows: int) -> LogSnapshot:
+        if new.height == 0:
+            return LogSnapshot(snap.log, snap.totals, snap.last_ts, offset, inode, feedback_rows)
+        log = pl.concat([snap.log, new], rechunk=False)
+        if log.n_chunks() > 64:
+            log = log.rechunk()
+        new_last: datetime = new["ts"].max()  # type: ignore[assignment]
+        if snap.last_ts is not None and new["ts"].min() > snap.last_ts:  # type: ignore[operator]
+            totals = _extend_totals(snap.totals, new)
+        else:  # late events: recount (rare, and one pass over the log)
+            totals = global_totals(log)
+        last = max(snap.last_ts, new_last) if snap.last_ts else new_last
+        return LogSnapshot(log, totals, last, offset, inode, feedback_rows)
 
     def now(self) -> datetime:
         """The service clock. "log": just after the newest logged event (replays and demos of
@@ -98,11 +187,57 @@ class OnlineState:
             return max(datetime.now(timezone.utc), after_log)
         return after_log
 
-    def append(self, rows: list[dict[str, Any]]) -> int:
-        """Durably append feedback rows (each with a ts) and take them in; returns the log's size."""
-        size = self.feedback.append(rows, durable=True)
+    def append(self, rows: list[dict[str, Any]]) -> Appended:
+        """Durably append feedback rows (each with a ts) and take them in; events for unknown
+        items go to the aside file instead. Raises StorageFull when the disk is full (then
+        nothing of this call was kept, either file)."""
+        known = rows if self.known_item is None else [r for r in rows if self.known_item(r["item_id"])]
+        aside = [] if self.known_item is None else [r for r in rows if not self.known_item(r["item_id"])]
+        if aside:  # first: a full disk here refuses the whole call before any counted event is written
+            self.aside.append(aside, durable=True)
+        size = self.feedback.append(known, durable=True) if known else os.stat(self.feedback.path).st_size
+        if self.compact_bytes and size >= self.compact_bytes:
+            self.compact()
         self.refresh()
-        return size
+        return Appended(size, len(known), len(aside))
+
+    def compact(self) -> bool:
+        """Fold the feedback file into the snapshot and start a new, empty one (see the module
+        docstring for why a kill at any step loses nothing). False when another replica just did."""
+        fd = open_locked(self.feedback.path)
+        try:
+            size = os.fstat(fd).st_size
+            if not self.compact_bytes or size < self.compact_bytes:
+                return False
+            compacted, segment, absorbed = read_snapshot(self.snapshot_path)
+            current = segment_of(self.feedback.path)
+            start = absorbed if current == segment else 0
+            rows, end = self.feedback.parse(os.pread(fd, size - start, start), start)
+            merged = pl.concat([compacted, feedback_frame(rows)])
+            # 1. the snapshot, holding this file up to `end` (a torn tail past it was never acknowledged)
+            tmp = self.snapshot_path.with_suffix(".parquet.tmp")
+            merged.write_parquet(tmp, metadata={"segment": current or "", "absorbed_bytes": str(end)})
+            _fsync_path(tmp)
+            os.replace(tmp, self.snapshot_path)
+            _fsync_path(self.state_dir)
+            # 2. a new feedback file, named by its header line
+            fresh = self.feedback.path.with_suffix(".jsonl.tmp")
+            fresh.write_bytes(encode([{SEGMENT_KEY: uuid.uuid4().hex, "after_rows": merged.height}]))
+            _fsync_path(fresh)
+            os.replace(fresh, self.feedback.path)
+            _fsync_path(self.state_dir)
+            self.compactions += 1
+            return True
+        finally:
+            os.close(fd)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _extend_totals(totals: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:

@@ -14,7 +14,7 @@ from scipy.stats import binomtest, chi2_contingency
 
 from recsys.errors import RecsysInputError
 from serving.eventlog import JsonlLog
-from serving.online import FEEDBACK_FILE
+from serving.online import FEEDBACK_FILE, read_feedback
 from serving.service import SERVED_FILE
 
 
@@ -26,7 +26,9 @@ def _rows(state_dir: Path, name: str) -> list[dict]:
 
 
 def feedback_frame(state_dir: Path) -> pl.DataFrame:
-    rows = _rows(state_dir, FEEDBACK_FILE)
+    if not (Path(state_dir) / FEEDBACK_FILE).exists():
+        _rows(state_dir, FEEDBACK_FILE)  # raises the clear error for a wrong directory
+    rows = read_feedback(state_dir)  # the compacted snapshot, then the current file
     schema = {"request_id": pl.String, "user_id": pl.String, "item_id": pl.String, "clicked": pl.Int8, "arm": pl.String}
     return pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema)
 

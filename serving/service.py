@@ -39,6 +39,15 @@ class ServeSettings:
     ab_salt: str = "recsys-ab"
     api_key: str | None = None  # when set, every /v1/* call needs it (X-API-Key or Authorization: Bearer)
     max_body_bytes: int = 1_000_000
+    # abuse limits, per replica (0 = off): /v1/rank requests/s and /v1/feedback events/s, per API
+    # key (the client address without a key) and per user_id; a bucket holds burst_seconds of its rate
+    rank_per_key: float = 500.0
+    rank_per_user: float = 20.0
+    feedback_per_key: float = 5000.0
+    feedback_per_user: float = 50.0
+    burst_seconds: float = 10.0
+    compact_bytes: int = 64 * 1024 * 1024  # fold feedback.jsonl into a parquet snapshot at this size (0: never)
+    storage_retry_seconds: int = 5  # Retry-After of a 503 when the disk is full
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.challenger_share <= 1.0:
@@ -78,7 +87,10 @@ class RankingService:
         self.arms: dict[str, RankingModel] = {arm: RankingModel(resolve(ref, settings.tracking_uri), arm) for arm, ref in refs.items()}
         state_dir = Path(settings.state_dir)
         # the champion's training-state log seeds the live log; feedback extends it
-        self.state = OnlineState(self.arms[CHAMPION].scorer.log, state_dir, settings.clock)
+        # feedback for an item no arm's catalog knows is kept aside, out of the counters
+        self.state = OnlineState(self.arms[CHAMPION].scorer.log, state_dir, settings.clock,
+                                 known_item=lambda i: any(i in m.catalog for m in self.arms.values()),
+                                 compact_bytes=settings.compact_bytes)
         for model in self.arms.values():  # counters built now, not on the first request
             model.catch_up(self.state.snapshot())
         self.served = JsonlLog(state_dir / SERVED_FILE)
@@ -140,8 +152,8 @@ class RankingService:
                 "item_id": event.item_id, "ts": ts.isoformat(), "position": event.position, "clicked": event.clicked,
                 "rating": event.rating, "arm": arm_of(event.user_id, self.settings), "received_at": received,
             })
-        size = self.state.append(rows)
-        return FeedbackResponse(accepted=len(rows), log_offset=size)
+        written = self.state.append(rows)
+        return FeedbackResponse(accepted=written.accepted, unknown_items=written.aside, log_offset=written.size)
 
     def health(self) -> Health:
         return Health(status="ok", arms={a: m.info.version for a, m in self.arms.items()},

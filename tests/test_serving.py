@@ -439,13 +439,14 @@ def test_feedback_acknowledged_before_a_kill_is_there_after_restart(runs: dict, 
         def post(worker: int) -> None:
             with httpx.Client(base_url=url, timeout=5) as client:
                 for n in range(10_000):
-                    item = f"w{worker}-{n}"
+                    mark = f"w{worker}-{n}"  # the event's request_id; the item is a catalog one (unknown ones are kept aside)
                     try:
-                        res = client.post("/v1/feedback", json={"events": [{"user_id": "u-crash", "item_id": item, "clicked": 1}]})
+                        res = client.post("/v1/feedback", json={"events": [
+                            {"user_id": f"u-crash{worker}", "item_id": "red1", "clicked": 1, "request_id": mark}]})
                     except httpx.HTTPError:
                         return
                     if res.status_code == 200:
-                        acked.append(item)
+                        acked.append(mark)
 
         threads = [threading.Thread(target=post, args=(w,)) for w in range(3)]
         for t in threads:
@@ -458,10 +459,10 @@ def test_feedback_acknowledged_before_a_kill_is_there_after_restart(runs: dict, 
     finally:
         proc.kill()
         proc.wait()
-    logged = {r["item_id"] for r in (json.loads(line) for line in (tmp_path / "feedback.jsonl").read_text().splitlines() if line.strip())}
+    logged = {r["request_id"] for r in (json.loads(line) for line in (tmp_path / "feedback.jsonl").read_text().splitlines() if line.strip())}
     assert set(acked) <= logged, sorted(set(acked) - logged)[:5]
     restarted = RankingService(ServeSettings(model=str(runs["run1"]), state_dir=str(tmp_path)))
-    seen = set(restarted.state.snapshot().log.filter(pl.col("user_id") == "u-crash")["item_id"].to_list())
+    seen = set(restarted.state.snapshot().log.filter(pl.col("user_id").str.starts_with("u-crash"))["request_id"].to_list())
     assert set(acked) <= seen and len(acked) >= 40
 
 
@@ -492,3 +493,39 @@ def test_batch_scoring_killed_halfway_reruns_only_the_missing_shards(runs: dict,
     clean = subprocess.run([*command, "--out", str(tmp_path / "clean.parquet")], capture_output=True, text=True, timeout=300)
     assert clean.returncode == 0, clean.stderr[-2000:]
     assert pl.read_parquet(tmp_path / "killed.parquet").equals(pl.read_parquet(tmp_path / "clean.parquet"))
+
+
+def test_unknown_items_rate_limits_and_a_full_disk_through_the_real_service(runs: dict, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20 on a trained model: feedback for a made-up item is kept aside and moves nothing;
+    a user over the feedback limit gets 429 + Retry-After; a full disk 503, then recovery."""
+    import errno
+
+    from serving import eventlog
+
+    settings = ServeSettings(model=str(runs["run1"]), state_dir=str(tmp_path), feedback_per_user=2.0, burst_seconds=5.0)
+    service = RankingService(settings)
+    client = client_for(service)
+    before = rank(client, "user3", ["ghost-item", "red1"], explain=False)
+    ghost = [{"user_id": f"fan{n}", "item_id": "ghost-item", "clicked": 1} for n in range(8)]
+    res = client.post("/v1/feedback", json={"events": ghost})
+    assert res.status_code == 200 and (res.json()["accepted"], res.json()["unknown_items"]) == (0, 8)
+    assert (tmp_path / "feedback-unknown-items.jsonl").read_text().count("\n") == 8
+    after = rank(client, "user3", ["ghost-item", "red1"], explain=False)
+    assert [i["score"] for i in after["items"]] == [i["score"] for i in before["items"]]  # the counters did not move
+    one = {"events": [{"user_id": "user3", "item_id": "red1", "clicked": 1}] * 5}
+    assert client.post("/v1/feedback", json=one).status_code == 200  # the user's 10-event burst: 5 used
+    assert client.post("/v1/feedback", json=one).status_code == 200
+    limited = client.post("/v1/feedback", json=one)
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(eventlog.os, "write", full)
+    res = client.post("/v1/feedback", json={"events": [{"user_id": "user4", "item_id": "red1", "clicked": 1}]})
+    assert res.status_code == 503 and res.headers["Retry-After"] == str(settings.storage_retry_seconds)
+    assert rank(client, "user4", ["red1", "blue1"])["items"]  # ranking goes on; its served log is best effort
+    monkeypatch.undo()
+    res = client.post("/v1/feedback", json={"events": [{"user_id": "user4", "item_id": "red1", "clicked": 1}]})
+    assert res.status_code == 200 and res.json()["accepted"] == 1
