@@ -42,9 +42,8 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 from models.blurbs import BlurbConfig, run  # noqa: E402
 from models.blurbs.batch import ensure_ray, read_cache, with_text_hash  # noqa: E402
-from models.blurbs.finetune import build_examples  # noqa: E402
+from models.blurbs.finetune import training_items  # noqa: E402
 from models.blurbs.safety import fit_length, normalise  # noqa: E402
-from models.blurbs.stage import rules_for  # noqa: E402
 from recsys.dataset import Dataset, load_dataset  # noqa: E402
 from recsys.metrics import mean_with_ci  # noqa: E402
 from recsys.splits import time_split  # noqa: E402
@@ -215,6 +214,8 @@ def main() -> None:
             "generated_rate": q["generated_rate"], "fallback_rate": q["fallback_rate"],
             "fallback_rate_by_reason": q["fallback_rate_by_reason"], "fallback_by_reason": q["fallback_count_by_reason"],
             "failed_checks_any": q["failed_checks_any"], "faithfulness_rate": q["faithfulness_rate"],
+            "first_candidate_pass_rate": q.get("first_candidate_pass_rate"), "title_repeat_rate": q.get("title_repeat_rate"),
+            "pii_hits_shown": q.get("pii_hits_shown"), "finetune_examples": q.get("finetune_examples"),
             "distinct_1": q["distinct_1"], "distinct_2": q["distinct_2"],
             "distinct_1_shown": q["distinct_1_shown"], "distinct_2_shown": q["distinct_2_shown"],
             "words_generated": {"mean": lg.get("mean"), "p50": lg.get("p50"), "p10": lg.get("p10"), "p90": lg.get("p90"),
@@ -238,9 +239,8 @@ def main() -> None:
         paired[f"{focus} - {other}"]["identical_shown_blurbs"] = float(np.mean(same))
     weights = None
     if "ft-ctr-weight" in names:
-        ex = build_examples(hashed.join(subset.select("item_id", "attributes"), on="item_id"), train,
-                            replace(base, click_weighting="ctr_weight"), rules_for(base, subset))
-        w = ex["weight"].to_numpy()
+        ex = training_items(subset.select("item_id", "title", "text"), train, base)
+        w = (ex["ctr"] / ex["ctr"].mean()).to_numpy()  # the loss weights of the ctr_weight fine-tune
         weights = {"n": int(w.size), "min": float(w.min()), "p10": float(np.percentile(w, 10)),
                    "p50": float(np.median(w)), "p90": float(np.percentile(w, 90)), "max": float(w.max())}
     rng = np.random.default_rng(1)

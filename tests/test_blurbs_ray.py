@@ -55,19 +55,40 @@ def test_stage_on_ray_trains_generates_and_reuses_cache(ray_local: None, tiny_ll
     assert pl.read_parquet(second / "blurbs.parquet").equals(blurbs)
 
 
+@pytest.mark.ray
+@pytest.mark.timeout(240)
+def test_ray_actor_pool_writes_what_local_generation_writes(ray_local: None, tiny_llama: Path, tmp_path: Path) -> None:
+    """Ray Data's actor pool must neither drop, duplicate nor mismatch items: its raw generations,
+    by text hash, equal those of one local generator (greedy, so deterministic)."""
+    from models.blurbs.batch import generate_cached, with_text_hash
+    from models.blurbs.generator import GeneratorSpec
+
+    items = with_text_hash(pl.DataFrame({"item_id": [f"i{k}" for k in range(10)],
+                                         "title": [f"Mug {k}" for k in range(10)],
+                                         "text": [f"A mug with {k} stripes, made for tea." + " More." * k for k in range(10)]}))
+    spec = GeneratorSpec(kind="causal", base_dir=str(tiny_llama), version="tiny-ray-v1", max_new_tokens=5, threads=1)
+    on_ray, _ = generate_cached(items, spec, tmp_path / "ray", batch_size=3, actors=2, actor_cpus=0.5)
+    local, _ = generate_cached(items, spec, tmp_path / "local", batch_size=3, use_ray=False)
+    assert on_ray.height == 10 and on_ray["text_hash"].n_unique() == 10
+    assert on_ray.sort("text_hash").select("text_hash", "raw").equals(local.sort("text_hash").select("text_hash", "raw"))
+
+
 @pytest.mark.timeout(240)
 def test_real_smollm2_converts_once_and_writes_checked_blurbs(tmp_path: Path) -> None:
-    """Zero-shot SmolLM2 on 4 items: conversion from the GGUF, generation and review end to end."""
+    """Zero-shot SmolLM2 on 4 items: conversion from the GGUF, generation (with retries) and review
+    end to end; it must write at least one blurb that passes every check, and nothing it shows may
+    fail one."""
     from models.blurbs.generator import smollm2_dir
     from recsys.synth import SynthConfig, synth
 
     synth(SynthConfig(users=30, items=4, days=3, seed=6), tmp_path / "shop")
     data = load_dataset(tmp_path / "shop")
-    cfg = BlurbConfig(generator="smollm2", finetune=False, use_ray=False, max_new_tokens=24, batch_size=4)
+    cfg = BlurbConfig(generator="smollm2", finetune=False, use_ray=False, batch_size=4)
     out = run(cfg, data, data.events, tmp_path / "run", tmp_path / "cache")
     assert (smollm2_dir(tmp_path / "cache") / "model.safetensors").exists()
     blurbs = pl.read_parquet(out / "blurbs.parquet")
     assert blurbs.height == 4 and blurbs["blurb"].str.len_chars().min() > 0  # type: ignore[operator]
     assert set(blurbs["source"]) <= {"generated", "fallback"}
     quality = json.loads((out / "quality.json").read_text())
-    assert quality["attempted"] == 4 and quality["cache_misses"] == 4
+    assert quality["attempted"] == 4 and quality["generated"] >= 1, quality["fallback_count_by_reason"]
+    assert quality["faithfulness_generated"] == 1.0 and quality["pii_hits_shown"] == 0

@@ -1,8 +1,9 @@
-"""Generation through the cache, the stage's outputs, and fine-tuning, with a tiny generator built here.
+"""Generation through the cache, the stage's outputs, retries and fine-tuning, with a tiny generator
+built here.
 
 The tiny generator is a 2-layer Llama with random weights and the MiniLM word-piece tokenizer (so
-it writes noise: every blurb is checked and falls back); a test double writes known blurbs where
-the test needs generated text to pass.
+it writes noise: every blurb is checked and falls back); test doubles write known blurbs where the
+test needs generated text to pass (or to leak PII).
 """
 
 from __future__ import annotations
@@ -75,10 +76,14 @@ def test_cache_skips_unchanged_items_and_regenerates_changed_ones(tiny_llama: Pa
 
 
 class EchoGenerator:
-    """Test double: a faithful blurb for even items, an invented colour for odd ones."""
+    """Test double: a faithful blurb for even items, an invented colour for odd ones; counts items."""
+
+    calls: list[int] = []
 
     def generate(self, titles: list[str], texts: list[str]) -> list[str]:
-        return [f"{t.split('.')[0]}." if int(title.split()[-1]) % 2 == 0 else "A lovely purple mug for tea lovers."
+        EchoGenerator.calls.append(len(titles))
+        return [f"{t.split(',')[0]} for anyone who likes tea, number {title.split()[-1]}."
+                if int(title.split()[-1]) % 2 == 0 else "A lovely purple mug for tea lovers."
                 for title, t in zip(titles, texts)]
 
 
@@ -94,38 +99,76 @@ def _dataset(tmp_path: Path, items: pl.DataFrame) -> object:
 def test_stage_writes_every_item_with_schema_reasons_and_reports(tiny_llama: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(GeneratorSpec, "load", lambda self: EchoGenerator())
+    EchoGenerator.calls = []
     data = _dataset(tmp_path, _items(8))
-    cfg = BlurbConfig(generator=f"causal:{tiny_llama}", finetune=False, use_ray=False, limit=6, batch_size=4)
+    cfg = BlurbConfig(generator=f"causal:{tiny_llama}", finetune=False, use_ray=False, limit=6, batch_size=8, retries=2)
     out = run(cfg, data, data.events, tmp_path / "run", tmp_path / "cache")  # type: ignore[arg-type]
+    assert EchoGenerator.calls == [6, 3, 3]  # retry rounds generate only the items that failed
     blurbs = pl.read_parquet(out / "blurbs.parquet")
     assert blurbs.schema == BLURBS_SCHEMA
     assert sorted(blurbs["item_id"]) == [f"i{k}" for k in range(8)]
     by_id = {r["item_id"]: r for r in blurbs.iter_rows(named=True)}
     assert by_id["i0"]["source"] == "generated" and by_id["i0"]["flag_reason"] is None
-    assert by_id["i0"]["blurb"] == "A red ceramic mug by Kestrel, number 0."
+    assert by_id["i0"]["blurb"] == "A red ceramic mug by Kestrel for anyone who likes tea, number 0."
     assert (by_id["i1"]["source"], by_id["i1"]["flag_reason"]) == ("fallback", "invented_colour")
     assert by_id["i7"]["flag_reason"] == "not_generated"  # beyond limit=6
     quality = json.loads((out / "quality.json").read_text())
     assert quality["items"] == 8 and quality["generated"] == 3 and quality["attempted"] == 6
     assert quality["faithfulness_rate"] == pytest.approx(3 / 6)
     assert quality["fallback_count_by_reason"] == {"invented_colour": 3, "not_generated": 2}
+    assert quality["title_repeat_rate"] == 0 and quality["pii_hits_shown"] == 0
     samples = pl.read_csv(out / "samples.csv")
     assert {"text", "blurb", "flag_reason"} <= set(samples.columns) and samples.height == 8
 
 
-def test_finetune_runs_locally_changes_the_version_and_is_reused(tiny_llama: Path, tmp_path: Path) -> None:
+class LeakyGenerator:
+    """Test double: copies whatever contact details the item text has into the blurb."""
+
+    def generate(self, titles: list[str], texts: list[str]) -> list[str]:
+        return [f"A sturdy everyday mug for tea drinkers; questions to {t.split('Contact ')[-1]}" for t in texts]
+
+
+def test_a_catalog_seeded_with_pii_shows_none(tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.blurbs.safety import pii_found
+
+    contacts = ["jo@mugs.example.com", "+1 (415) 555-0132", "https://mugs.example.com/deal", "www.mugshop.com",
+                "mugshop.com or 020 7946 0958", "@mugshop_official on Twitter"]
+    items = with_text_hash(pl.DataFrame({
+        "item_id": [f"i{k}" for k in range(len(contacts))], "title": [f"Kestrel Red Mug {k}" for k in range(len(contacts))],
+        "text": [f"A red ceramic mug by Kestrel. Contact {c}" for c in contacts]}))
+    monkeypatch.setattr(GeneratorSpec, "load", lambda self: LeakyGenerator())
+    data = _dataset(tmp_path, items)
+    cfg = BlurbConfig(generator=f"causal:{tiny_llama}", finetune=False, use_ray=False, retries=0)
+    out = run(cfg, data, data.events, tmp_path / "run", tmp_path / "cache")  # type: ignore[arg-type]
+    blurbs = pl.read_parquet(out / "blurbs.parquet")
+    assert blurbs.height == len(contacts) and (blurbs["source"] == "fallback").all()
+    assert [b for b in blurbs["blurb"] if pii_found(b) or "@" in b] == []
+    assert json.loads((out / "quality.json").read_text())["pii_hits_shown"] == 0
+
+
+class FaithfulSampler:
+    """Test double for the zero-shot candidates: a faithful line that says more than the title."""
+
+    def generate(self, titles: list[str], texts: list[str]) -> list[str]:
+        return ["A good pick for anyone who wants something made for daily use." for _ in titles]
+
+
+def test_finetune_runs_locally_changes_the_version_and_is_reused(tiny_llama: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from recsys.synth import SynthConfig, synth
 
+    monkeypatch.setattr(GeneratorSpec, "load", lambda self: FaithfulSampler())  # training itself uses the tiny llama
     synth(SynthConfig(users=60, items=12, days=5, seed=2), tmp_path / "shop")
     data = load_dataset(tmp_path / "shop")
     train = time_split(data.events).train
     base = dict(generator=f"causal:{tiny_llama}", use_ray=False, steps=3, train_batch_size=4, max_new_tokens=4,
-                batch_size=8, train_items=8)
+                batch_size=8, train_items=8, target_rounds=2, min_targets=4)
     zero = run(BlurbConfig(**base, finetune=False), data, train, tmp_path / "zs", tmp_path / "cache")
     tuned = run(BlurbConfig(**base, finetune=True), data, train, tmp_path / "ft", tmp_path / "cache")
     q_zero, q_tuned = (json.loads((p / "quality.json").read_text()) for p in (zero, tuned))
     assert "+zeroshot" in q_zero["model_version"] and "+ft-" in q_tuned["model_version"]
     assert q_tuned["finetune_examples"] == 8 and q_tuned["finetune_steps"] == 3
+    assert q_tuned["target_generations"] == 16  # 8 items x 2 sampled rounds
     again = run(BlurbConfig(**base, finetune=True), data, train, tmp_path / "ft2", tmp_path / "cache")
     q_again = json.loads((again / "quality.json").read_text())
     assert q_again["model_version"] == q_tuned["model_version"]
@@ -139,13 +182,26 @@ def test_click_weighting_shapes_the_examples(tmp_path: Path) -> None:
 
     synth(SynthConfig(users=80, items=20, days=5, seed=4), tmp_path / "shop")
     data = load_dataset(tmp_path / "shop")
-    weighted = build_examples(data.items, data.events, BlurbConfig(click_weighting="ctr_weight", train_items=10), Rules())
-    token = build_examples(data.items, data.events, BlurbConfig(click_weighting="ctr_token", train_items=10), Rules())
-    plain = build_examples(data.items, data.events, BlurbConfig(click_weighting="none", train_items=10), Rules())
+    good = "A good pick for anyone who wants something made for daily use."
+    cands = {i: ["Red mug.", good] for i in data.items["item_id"]}  # the first fails (too short): the second is kept
+    weighted = build_examples(data.items, data.events, BlurbConfig(click_weighting="ctr_weight", train_items=10), Rules(), cands)
+    token = build_examples(data.items, data.events, BlurbConfig(click_weighting="ctr_token", train_items=10), Rules(), cands)
+    plain = build_examples(data.items, data.events, BlurbConfig(click_weighting="none", train_items=10), Rules(), cands)
     assert weighted["weight"].mean() == pytest.approx(1.0) and weighted["weight"].std() > 0
     assert set(token["ctr_bucket"]) == {"low", "mid", "high"} and (token["weight"] == 1.0).all()
     assert plain["ctr_bucket"].is_null().all() and (plain["weight"] == 1.0).all()
-    assert weighted.height == 10
+    assert weighted.height == 10 and set(weighted["target"]) == {good}
+
+
+def test_targets_are_candidates_that_pass_not_copies_of_the_source() -> None:
+    from models.blurbs.finetune import best_candidate
+    from models.blurbs.safety import Rules
+
+    title, text = "Kestrel Red Mug", "A red ceramic mug by Kestrel. Made for tea, it holds 350 ml."
+    copy, title_again = "Made for tea, it holds 350 ml.", "The Kestrel Red Mug."
+    better = "A red ceramic Kestrel mug that holds 350 ml, for anyone who takes tea seriously."
+    assert best_candidate([copy, title_again, "A blue mug by Kestrel for tea lovers.", better], title, text, Rules()) == better
+    assert best_candidate([copy, title_again], title, text, Rules()) is None
 
 
 def test_unknown_generator_or_weighting_is_a_clear_error() -> None:

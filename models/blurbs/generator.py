@@ -18,8 +18,12 @@ from models.blurbs.config import GENERATION_FIELDS, BlurbConfig, digest
 log = logging.getLogger(__name__)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_VERSION = "smollm2-135m-instruct-q4_1"
-SYSTEM = "You write short, factual shop blurbs."
-INSTRUCTION = "Write a one-sentence shop blurb (max 20 words) for this product, using only facts given."
+SYSTEM = "You write short, factual catalog blurbs."
+# Zero-shot: the instruction says what a blurb is for (what it is, who it suits, why pick it). Fine-tuned
+# generators get only the facts ("compact" prompt): they learned the task, and a shorter prompt is
+# cheaper to read (prefill is most of the cost of a 30-token blurb).
+INSTRUCTION = ("Write one sentence (under 25 words) telling a customer what this is, who would enjoy it "
+               "and why. Use only these facts and do not repeat the title.")
 
 
 class Generator(Protocol):
@@ -90,13 +94,15 @@ def base_model(cfg: BlurbConfig, cache_dir: Path) -> tuple[str, Path, str]:
     return kind, path, f"{kind}-{dir_version(path)}"
 
 
-def user_message(title: str, text: str, ctr_bucket: str | None) -> str:
+def user_message(title: str, text: str, ctr_bucket: str | None, compact: bool = False) -> str:
     control = f"Click rate: {ctr_bucket}.\n" if ctr_bucket else ""
-    return f"{control}{INSTRUCTION}\nTitle: {title}\nDescription: {text}"
+    if compact:
+        return f"{control}{title}\n{text}"
+    return f"{control}{INSTRUCTION}\nTitle: {title}\nFacts: {text}"
 
 
-def causal_prompt(tokenizer: Any, title: str, text: str, ctr_bucket: str | None) -> str:
-    message = user_message(title, text, ctr_bucket)
+def causal_prompt(tokenizer: Any, title: str, text: str, ctr_bucket: str | None, compact: bool = False) -> str:
+    message = user_message(title, text, ctr_bucket, compact)
     if getattr(tokenizer, "chat_template", None):
         chat = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": message}]
         return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
@@ -117,6 +123,8 @@ class GeneratorSpec:
     temperature: float = 0.7
     top_p: float = 0.9
     threads: int = 2
+    compact: bool = False  # facts-only prompt (fine-tuned generators)
+    quantize: bool = False  # int8 dynamic quantisation of the linear layers (CPU)
 
     @property
     def uncased(self) -> bool:
@@ -127,15 +135,20 @@ class GeneratorSpec:
 
 
 def make_spec(cfg: BlurbConfig, kind: str, base_dir: Path, base_version: str, adapter: tuple[Path, str] | None,
-              ctr_bucket: str | None = None) -> GeneratorSpec:
-    gen = {f: getattr(cfg, f) for f in GENERATION_FIELDS}
+              ctr_bucket: str | None = None, round_: int = 0, temperature: float | None = None) -> GeneratorSpec:
+    """Round 0 decodes as configured (greedy by default); later rounds (retries for items whose blurb
+    failed a check, or extra candidates for training targets) sample with seed + round."""
+    greedy = cfg.greedy and round_ == 0
+    temp = cfg.temperature if temperature is None else temperature
+    gen = {f: getattr(cfg, f) for f in GENERATION_FIELDS} | {"greedy": greedy, "round": round_, "temperature": temp}
+    compact = adapter is not None and kind == "causal"
     tuned = f"+ft-{adapter[1]}" if adapter else "+zeroshot"
     version = f"{base_version}{tuned}+gen-{digest(gen, 8)}"
     return GeneratorSpec(kind=kind, base_dir=str(base_dir), version=version,
                          adapter_dir=str(adapter[0]) if adapter else None, ctr_bucket=ctr_bucket,
                          max_new_tokens=cfg.max_new_tokens, max_source_tokens=cfg.max_source_tokens,
-                         greedy=cfg.greedy, seed=cfg.seed, temperature=cfg.temperature, top_p=cfg.top_p,
-                         threads=cfg.threads_per_actor)
+                         greedy=greedy, seed=cfg.seed + round_, temperature=temp, top_p=cfg.top_p,
+                         threads=cfg.threads_per_actor, compact=compact, quantize=cfg.quantize)
 
 
 def load_seq2seq(folder: Path) -> tuple[Any, Any]:
@@ -169,6 +182,38 @@ def load_causal(base_dir: Path, adapter_dir: str | None) -> tuple[Any, Any]:
     return tok, model
 
 
+# Loaded models by (kind, base, adapter, quantize): retry rounds and target sampling differ only in
+# decoding settings, so they reuse the weights instead of loading them again (seconds each).
+_MODELS: dict[tuple[str, str, str | None, bool], tuple[Any, Any]] = {}
+
+
+def _loaded(kind: str, base_dir: str, adapter_dir: str | None, quantize: bool) -> tuple[Any, Any]:
+    import torch
+
+    key = (kind, base_dir, adapter_dir, quantize)
+    if key in _MODELS:
+        return _MODELS[key]
+    if kind == "causal":
+        tokenizer, model = load_causal(Path(base_dir), adapter_dir)
+        tokenizer.padding_side = "left"  # decoder-only batches must end where generation starts
+    elif kind == "seq2seq":
+        tokenizer, model = load_seq2seq(Path(adapter_dir or base_dir))
+    else:
+        raise RecsysInputError(f"generator kind {kind!r}; expected 'causal' or 'seq2seq'")
+    model.eval()
+    if quantize:
+        # int8 weights, activations quantised on the fly: less memory traffic per decoding step
+        import warnings
+
+        with warnings.catch_warnings():  # torch.ao's deprecation notice; the API still works in 2.13
+            warnings.simplefilter("ignore")
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    if len(_MODELS) >= 2:
+        _MODELS.pop(next(iter(_MODELS)))
+    _MODELS[key] = (tokenizer, model)
+    return tokenizer, model
+
+
 class HFGenerator:
     """Batched generation with a Hugging Face model, greedy or seeded sampling."""
 
@@ -178,14 +223,7 @@ class HFGenerator:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         torch.set_num_threads(max(1, spec.threads))
         self.spec = spec
-        if spec.kind == "causal":
-            self.tokenizer, self.model = load_causal(Path(spec.base_dir), spec.adapter_dir)
-            self.tokenizer.padding_side = "left"  # decoder-only batches must end where generation starts
-        elif spec.kind == "seq2seq":
-            self.tokenizer, self.model = load_seq2seq(Path(spec.adapter_dir or spec.base_dir))
-        else:
-            raise RecsysInputError(f"generator kind {spec.kind!r}; expected 'causal' or 'seq2seq'")
-        self.model.eval()
+        self.tokenizer, self.model = _loaded(spec.kind, spec.base_dir, spec.adapter_dir, spec.quantize)
 
     def clip(self, text: str) -> str:
         """Cut the description (not the prompt) to max_source_tokens, so the instruction survives."""
@@ -197,8 +235,9 @@ class HFGenerator:
     def prompts(self, titles: list[str], texts: list[str]) -> list[str]:
         texts = [self.clip(t) for t in texts]
         if self.spec.kind == "causal":
-            return [causal_prompt(self.tokenizer, a, b, self.spec.ctr_bucket) for a, b in zip(titles, texts)]
-        return [user_message(a, b, self.spec.ctr_bucket) for a, b in zip(titles, texts)]
+            return [causal_prompt(self.tokenizer, a, b, self.spec.ctr_bucket, self.spec.compact)
+                    for a, b in zip(titles, texts)]
+        return [user_message(a, b, self.spec.ctr_bucket, self.spec.compact) for a, b in zip(titles, texts)]
 
     def generate(self, titles: list[str], texts: list[str]) -> list[str]:
         import torch
@@ -207,9 +246,13 @@ class HFGenerator:
         enc = self.tokenizer(self.prompts(titles, texts), return_tensors="pt", padding=True,
                              add_special_tokens=spec.kind == "seq2seq")
         sampling: dict[str, Any] = {"do_sample": False}
+        if spec.kind == "causal" and getattr(self.tokenizer, "chat_template", None):
+            # a blurb is one line: stop a row at its first line break (byte-level vocabularies only;
+            # a word-piece vocabulary has no line-break token)
+            sampling |= {"stop_strings": ["\n"], "tokenizer": self.tokenizer}
         if not spec.greedy:
             torch.manual_seed(spec.seed)
-            sampling = {"do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p}
+            sampling |= {"do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p}
         with torch.inference_mode():
             out = self.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                                       max_new_tokens=spec.max_new_tokens,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from models.blurbs.safety import FAITHFULNESS_REASONS, words
+from models.blurbs.safety import FAITHFULNESS_REASONS, Rules, faithfulness_issues, pii_found, profanity_scores, repeats_title, words
 
 
 def distinct_n(texts: list[str], n: int) -> float:
@@ -30,12 +30,35 @@ def length_stats(texts: list[str]) -> dict[str, Any]:
             "histogram": {f"{a}-{b - 1}": int(c) for a, b, c in zip(edges, edges[1:], hist)}}
 
 
-def quality(reviewed: pl.DataFrame) -> dict[str, Any]:
-    """Metrics of reviewed blurbs: columns blurb, source, flag_reason, reasons (list[str]), attempted (bool)."""
+def audit(reviewed: pl.DataFrame, rules: Rules) -> dict[str, Any]:
+    """What was shown, checked again from scratch: PII (scrubadub + rules), blocklist and profanity
+    hits over every shown blurb; title repeats and faithfulness over the generated ones."""
+    shown = reviewed["blurb"].fill_null("").to_list()
+    gen = reviewed.filter(pl.col("source") == "generated")
+    pattern = rules.blocklist_pattern()
+    profane = profanity_scores(shown) if shown else []
+    unfaithful = [b for b, t, x in zip(gen["blurb"], gen["title"], gen["text"])
+                  if faithfulness_issues(b, f"{t}. {x}", rules.brands, rules.attribute_vocab)]
+    repeats = [b for b, t in zip(gen["blurb"], gen["title"]) if repeats_title(b, t or "", rules.min_new_words)]
+    return {
+        "pii_hits_shown": sum(bool(pii_found(b)) for b in shown),
+        "blocklist_hits_shown": sum(bool(pattern and pattern.search(b)) for b in shown),
+        "profanity_hits_shown": sum(p >= rules.profanity_threshold for p in profane),
+        "faithfulness_generated": 1 - len(unfaithful) / gen.height if gen.height else None,
+        "title_repeat_rate": len(repeats) / gen.height if gen.height else 0.0,
+    }
+
+
+def quality(reviewed: pl.DataFrame, rules: Rules | None = None) -> dict[str, Any]:
+    """Metrics of reviewed blurbs: columns blurb, source, flag_reason, reasons (list[str]), attempted
+    (bool), optionally first_reasons (the round-0 candidate's failing checks) and candidates."""
     n = reviewed.height
     attempted = reviewed.filter(pl.col("attempted"))
+    col = "first_reasons" if "first_reasons" in reviewed.columns else "reasons"
+    # the model's own faithfulness: its first candidate, before checks and retries
     faithful = attempted.filter(
-        ~pl.col("reasons").list.eval(pl.element().is_in(list(FAITHFULNESS_REASONS))).list.any())
+        ~pl.col(col).list.eval(pl.element().is_in(list(FAITHFULNESS_REASONS))).list.any())
+    first_pass = attempted.filter(pl.col(col).list.len() == 0)
     generated = reviewed.filter(pl.col("source") == "generated")["blurb"].to_list()
     shown = reviewed["blurb"].to_list()
     by_reason = dict(reviewed.filter(pl.col("flag_reason").is_not_null()).group_by("flag_reason").len().iter_rows())
@@ -53,13 +76,15 @@ def quality(reviewed: pl.DataFrame) -> dict[str, Any]:
         "fallback_count_by_reason": dict(sorted(by_reason.items())),
         "failed_checks_any": dict(sorted(any_reason.items())),  # every failing check, not only the first
         "faithfulness_rate": faithful.height / attempted.height if attempted.height else None,
+        "first_candidate_pass_rate": first_pass.height / attempted.height if attempted.height else None,
+        "mean_candidates": float(attempted["candidates"].mean() or 0) if "candidates" in attempted.columns and attempted.height else None,
         "distinct_1": distinct_n(generated, 1),
         "distinct_2": distinct_n(generated, 2),
         "distinct_1_shown": distinct_n(shown, 1),
         "distinct_2_shown": distinct_n(shown, 2),
         "length_generated": length_stats(generated),
         "length_shown": length_stats(shown),
-    }
+    } | (audit(reviewed, rules) if rules is not None and "title" in reviewed.columns else {})
 
 
 def sample_table(reviewed: pl.DataFrame, k: int, seed: int = 0) -> pl.DataFrame:
@@ -68,8 +93,9 @@ def sample_table(reviewed: pl.DataFrame, k: int, seed: int = 0) -> pl.DataFrame:
     return reviewed.select(cols).sample(min(k, reviewed.height), seed=seed, shuffle=True) if reviewed.height else reviewed.select(cols)
 
 
-def write_quality(reviewed: pl.DataFrame, out_dir: Path, k: int, extra: dict[str, Any]) -> dict[str, Any]:
-    metrics = quality(reviewed) | extra
+def write_quality(reviewed: pl.DataFrame, out_dir: Path, k: int, extra: dict[str, Any],
+                  rules: Rules | None = None) -> dict[str, Any]:
+    metrics = quality(reviewed, rules) | extra
     (Path(out_dir) / "quality.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     sample_table(reviewed, k).write_csv(Path(out_dir) / "samples.csv")
     return metrics

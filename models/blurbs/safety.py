@@ -3,38 +3,80 @@
 `review(raw, title, text, rules)` normalises a generated blurb and runs every check; a blurb that
 fails is replaced by an extractive summary of the source and flagged with the first reason found
 (safety reasons before faithfulness before form).
+
+Safety uses maintained libraries: PII by scrubadub's detectors (email, phone, URL, credentials,
+card and social security numbers) plus a bare-domain rule scrubadub lacks ("shop.com"), profanity
+by alt-profanity-check's model (it ships in the wheel), and the deployment's own blocklist.
+
+Faithfulness (every number, named entity and attribute word of a blurb is in the source) does not
+rely on one catalog's vocabulary: the attribute words come from the catalog's own structured
+attributes (`Rules.attribute_vocab`, built per catalog by `catalog_vocab`), plus general English
+colour, size/measure and material words that any product catalog may use.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 
+# General English, not any catalog's: the words a blurb can use to state a colour, size or material.
 COLOURS = frozenset("""red blue green black white yellow pink grey gray orange purple brown beige navy
 gold silver teal maroon ivory cream turquoise violet magenta cyan olive tan charcoal burgundy lavender
-indigo coral mint khaki lilac crimson scarlet""".split())
-MATERIALS = frozenset("""ceramic stoneware enamel glass canvas leather suede mesh nylon polyester brass oak
-steel aluminium aluminum plastic cotton linen bamboo merino paper kraft tritan wool silk denim wood
-wooden bamboo porcelain titanium rubber velvet""".split())
-SIZE_WORDS = frozenset("""xxs xs xl xxl xxxl small medium large mini oversized petite king queen twin compact
-ml litre liter litres liters oz ounce ounces cm mm inch inches kg lb lbs gallon""".split())
+indigo coral mint khaki lilac crimson scarlet amber aqua azure bronze copper emerald fuchsia jade
+lime mauve mustard ochre peach plum rose ruby rust saffron sage salmon sapphire sienna taupe
+ultramarine vermilion""".split())
+MATERIALS = frozenset("""ceramic porcelain stoneware earthenware enamel glass crystal canvas leather suede
+mesh nylon polyester spandex elastane lycra acrylic rayon viscose modal lyocell tencel fleece flannel
+corduroy denim chambray tweed twill jersey satin chiffon velvet velour lace cashmere alpaca mohair
+merino wool silk linen hemp jute cotton bamboo rattan wicker cork oak pine walnut maple teak birch
+wood wooden plywood steel aluminium aluminum titanium brass copper iron chrome zinc tin plastic
+silicone rubber vinyl resin acrylic marble granite concrete slate paper cardboard felt""".split())
+SIZES = frozenset("""xxs xs s m l xl xxl xxxl small medium large mini tiny huge giant oversized petite
+plus slim skinny wide narrow tall short compact king queen twin double single ml cl litre liter
+litres liters oz ounce ounces pint gallon cm mm metre meter inch inches ft foot feet kg g gram
+grams lb lbs pound pounds mah gb tb mb watt watts""".split())
+# Claims about how an item is made, certified or received: facts a blurb may state only when the
+# source does (general marketing vocabulary, not any one catalog's).
+CLAIMS = frozenset("""organic sustainable eco-friendly eco recycled recyclable biodegradable vegan handmade
+hand-made handcrafted artisan waterproof water-resistant windproof breathable hypoallergenic non-toxic
+bpa-free certified patented award-winning bestselling best-selling bestseller popular luxury luxurious
+premium exclusive limited authentic genuine imported fair-trade gluten-free dishwasher-safe
+microwave-safe oscar-winning acclaimed classic iconic legendary cult blockbuster""".split())
 NUMBER_WORDS = {"one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
-                "eight": "8", "nine": "9", "ten": "10", "twelve": "12", "twenty": "20", "hundred": "100"}
+                "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "twenty": "20",
+                "thirty": "30", "fifty": "50", "hundred": "100", "thousand": "1000", "dozen": "12",
+                "first": "1", "second": "2", "third": "3"}
+# Function words (sklearn's English stop words), for "does the blurb say anything the title doesn't".
+try:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS as STOP_WORDS
+except ImportError:  # pragma: no cover - scikit-learn is a dependency
+    STOP_WORDS = frozenset()
+FIRST_PERSON = re.compile(r"\b(?:I|I'm|I've|I'd|me|my|mine|we|we're|our|us)\b")
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-URL = re.compile(r"\b(?:https?://|www\.)\S+|\b[\w-]+\.(?:com|net|org|io|co|shop|store|info|biz)\b", re.I)
+URL = re.compile(r"\b(?:https?://|www\.)\S+|\b[\w-]+\.(?:com|net|org|io|co|shop|store|info|biz|uk|de|example)\b", re.I)
+HANDLE = re.compile(r"(?<![\w.@])@[A-Za-z0-9_]{2,}")  # social handles (scrubadub's Twitter rule missed "@a_b")
 PHONE = re.compile(r"(?<![\w.$])\+?\(?\d[\d\s().-]{6,}\d(?![\w.])")
 WORD = re.compile(r"[A-Za-z][A-Za-z'-]*|\d+(?:[.,]\d+)?")
 NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-LEAD_IN = re.compile(r"^\s*(?:blurb|answer|description)\s*:\s*", re.I)
+LEAD_IN = re.compile(r"^\s*(?:blurb|answer|description|summary)\s*:\s*", re.I)
 # Generic marketing openers dropped from extractive text ("Meet the X" -> "The X").
 OPENER = re.compile(r"^(?:meet|introducing|say hello to|this is|discover)\s+the\s+", re.I)
+PII_REASONS = {"email": "pii_email", "phone": "pii_phone", "url": "pii_url", "twitter": "pii_handle",
+               "credential": "pii_credential", "credit_card": "pii_number", "social_security_number": "pii_number"}
 
-SAFETY_ORDER = ("empty", "blocklist", "pii_email", "pii_phone", "pii_url", "invented_number", "invented_colour",
-                "invented_material", "invented_brand", "invented_size", "repetition", "too_long", "too_short",
-                "truncated")
+SAFETY_ORDER = ("empty", "blocklist", "profanity", "pii_email", "pii_phone", "pii_url", "pii_handle",
+                "pii_credential", "pii_number", "invented_number", "invented_colour", "invented_material",
+                "invented_size", "invented_claim", "invented_attribute", "invented_brand", "invented_entity", "first_person",
+                "title_repeat", "copied_source", "repetition", "too_long", "too_short", "truncated")
 FAITHFULNESS_REASONS = frozenset(r for r in SAFETY_ORDER if r.startswith("invented_"))
+PII_CHECKS = frozenset(r for r in SAFETY_ORDER if r.startswith("pii_"))
 
 
 @dataclass(frozen=True)
@@ -43,12 +85,20 @@ class Rules:
     min_words: int = 4
     max_words: int = 30
     brands: frozenset[str] = field(default_factory=frozenset)  # known brand names, lower case
+    # attribute words of this catalog (lower case, from its items' structured attributes and
+    # categories): a blurb may use one only when its own item's source has it
+    attribute_vocab: frozenset[str] = field(default_factory=frozenset)
+    profanity_threshold: float = 0.5  # alt-profanity-check probability at or above which text is blocked
+    min_new_words: int = 3  # content words a blurb must add beyond its title
 
     def blocklist_pattern(self) -> re.Pattern[str] | None:
-        if not self.blocklist:
-            return None
-        terms = sorted((re.escape(t.strip()) for t in self.blocklist if t.strip()), key=len, reverse=True)
-        return re.compile(r"\b(?:" + "|".join(terms) + r")\b", re.I)
+        return _blocklist_pattern(self.blocklist)
+
+
+@lru_cache(maxsize=16)
+def _blocklist_pattern(blocklist: tuple[str, ...]) -> re.Pattern[str] | None:
+    terms = sorted((re.escape(t.strip()) for t in blocklist if t.strip()), key=len, reverse=True)
+    return re.compile(r"\b(?:" + "|".join(terms) + r")\b", re.I) if terms else None
 
 
 @dataclass(frozen=True)
@@ -56,12 +106,101 @@ class Verdict:
     blurb: str  # what may be shown: the generated text if it passed, else the fallback
     source: str  # "generated" | "fallback"
     reason: str | None  # first failing check, None when the generated blurb passed
-    reasons: tuple[str, ...] = ()  # every failing check
+    reasons: tuple[str, ...] = ()  # every failing check (of the best candidate)
 
 
 def words(text: str) -> list[str]:
     return WORD.findall(text)
 
+
+def content_words(text: str) -> list[str]:
+    return [w.lower() for w in words(text) if w.lower() not in STOP_WORDS and not w.isdigit()]
+
+
+# --- maintained detectors (loaded once, on first use: scrubadub imports in ~4 s) ---
+_lock = threading.Lock()
+_scrubber: Any = None
+_profanity_cache: dict[str, float] = {}
+
+
+def _get_scrubber() -> Any:
+    global _scrubber
+    with _lock:
+        if _scrubber is None:
+            import scrubadub
+
+            _scrubber = scrubadub.Scrubber(locale="en_US")
+    return _scrubber
+
+
+def pii_found(text: str) -> set[str]:
+    """PII reasons in text: scrubadub's detectors, plus the project's rules for what they miss
+    (bare domains, handles with underscores, e-mails at unusual domains)."""
+    found = {PII_REASONS.get(f.detector_name, "pii_other") for f in _get_scrubber().iter_filth(text)}
+    if EMAIL.search(text):
+        found.add("pii_email")
+    if URL.search(text):
+        found.add("pii_url")
+    if HANDLE.search(text):
+        found.add("pii_handle")
+    m = PHONE.search(text)
+    if m and sum(c.isdigit() for c in m.group(0)) >= 7:
+        found.add("pii_phone")
+    return found
+
+
+def profanity_scores(texts: list[str]) -> list[float]:
+    """alt-profanity-check probabilities, batched (one call costs ~15 ms, a batch of 1,000 about the same)."""
+    todo = sorted({t for t in texts if t not in _profanity_cache})
+    if todo:
+        from profanity_check import predict_prob
+
+        for t, p in zip(todo, predict_prob(todo)):
+            _profanity_cache[t] = float(p)
+        if len(_profanity_cache) > 200_000:  # bounded: a long-lived server must not grow without end
+            _profanity_cache.clear()
+            return profanity_scores(texts)
+    return [_profanity_cache[t] for t in texts]
+
+
+# --- catalog vocabulary ---
+
+def _attr_values(attrs: Any) -> Iterable[str]:
+    if isinstance(attrs, str):
+        try:
+            attrs = json.loads(attrs)
+        except json.JSONDecodeError:
+            return []
+    if not isinstance(attrs, dict):
+        return []
+    out = []
+    for key, value in attrs.items():
+        if key == "brand":
+            continue  # brands are checked as entities
+        values = value if isinstance(value, list) else re.split(r"[|,;/]", str(value))
+        out += [str(v) for v in values]
+    return out
+
+
+def catalog_vocab(attributes: Iterable[Any], categories: Iterable[Any] = (), max_share: float = 0.5) -> frozenset[str]:
+    """Attribute words of a catalog: the words of its items' attribute values and categories that are
+    not numbers or function words and that fewer than `max_share` of the items carry (a word every
+    item has, like "genres", tells no item from another)."""
+    per_item: list[set[str]] = []
+    for attrs, cat in zip(attributes, [*categories] or [None] * 10**9):  # type: ignore[list-item]
+        found = {w.lower() for v in _attr_values(attrs) for w in words(v)}
+        if isinstance(cat, str):
+            found |= {w.lower() for w in words(cat)}
+        per_item.append({w for w in found if not w[0].isdigit() and w not in STOP_WORDS and len(w) > 2})
+    counts: dict[str, int] = {}
+    for s in per_item:
+        for w in s:
+            counts[w] = counts.get(w, 0) + 1
+    n = max(len(per_item), 1)
+    return frozenset(w for w, c in counts.items() if c < max_share * n or n < 4)
+
+
+# --- text helpers ---
 
 def normalise(raw: str) -> str:
     """First non-empty line, lead-in and wrapping quotes removed, whitespace collapsed."""
@@ -93,6 +232,8 @@ def fit_length(text: str, max_words: int) -> str:
     return " ".join(kept) if kept else text
 
 
+# --- faithfulness ---
+
 def _numbers(text: str) -> set[str]:
     found = {n.replace(",", "") for n in NUMBER.findall(text)}
     found |= {n.rstrip("0").rstrip(".") if "." in n else n for n in found}
@@ -100,49 +241,102 @@ def _numbers(text: str) -> set[str]:
     return found
 
 
-def _vocab_hits(text: str, vocab: frozenset[str]) -> set[str]:
-    return {w for w in re.findall(r"[a-z]+", text.lower()) if w in vocab}
+def _tokens(text: str) -> set[str]:
+    """Lower-case words, with hyphenated parts ("t-shirt" -> t-shirt, t, shirt) and simple plurals."""
+    out = set()
+    for w in words(text.lower()):
+        out.add(w)
+        out |= {p for p in re.split(r"['-]", w) if p}
+    out |= {w[:-1] for w in out if w.endswith("s") and len(w) > 3}
+    return out
 
 
-def _invented_proper_nouns(blurb: str, source: str) -> set[str]:
-    """Capitalised words not at a sentence start and absent from the source (a made-up brand)."""
-    src = {w.lower() for w in words(source)}
-    src |= {part for w in src for part in re.split(r"['-]", w) if part}  # "T-Shirt" matches as "Shirt"
+def _stem(w: str) -> str:
+    # a crude stem (first 5 letters) so "romantic" counts as the attribute "romance" and "animated"
+    # as "animation": a blurb stating another item's attribute in another form is still caught
+    return w[:5] if len(w) >= 5 else w
+
+
+def _invented_vocab(blurb_toks: set[str], source_toks: set[str], vocab: frozenset[str]) -> set[str]:
+    src_stems = {_stem(w) for w in source_toks}
+    vocab_stems = {_stem(w) for w in vocab}
+    return {w for w in blurb_toks if (w in vocab or _stem(w) in vocab_stems) and w not in source_toks
+            and _stem(w) not in src_stems}
+
+
+def invented_entities(blurb: str, source: str) -> set[str]:
+    """Capitalised words inside a sentence (a name, place, brand, weekday) that the source lacks."""
+    src = _tokens(source)
     found = set()
-    for m in re.finditer(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-zA-Z]+\b", blurb):
-        if m.start() > 0 and m.group(0).lower() not in src and m.group(0) != "I":
-            found.add(m.group(0))
+    for m in re.finditer(r"\b[A-Z][a-zA-Z'-]+\b", blurb):
+        before = blurb[: m.start()].rstrip()
+        if not before or before.endswith((".", "!", "?", ":", '"', "\u201c")):
+            continue  # sentence start: capitalised anyway
+        w = m.group(0)
+        if w == "I" or w.lower() in src or all(p in src for p in re.split(r"['-]", w.lower()) if p):
+            continue
+        if w.lower().endswith("'s") and w.lower()[:-2] in src:
+            continue
+        found.add(w)
     return found
 
 
-def faithfulness_issues(blurb: str, source: str, brands: frozenset[str] = frozenset()) -> list[str]:
-    """Attributes the blurb states that the source does not: numbers, colours, materials, brands, sizes."""
+def faithfulness_issues(blurb: str, source: str, brands: frozenset[str] = frozenset(),
+                        attribute_vocab: frozenset[str] = frozenset()) -> list[str]:
+    """What the blurb states that the source does not: numbers, colours, materials, sizes, the
+    catalog's attribute words, brands and other named entities."""
     issues = []
-    src_low = source.lower()
+    b_toks, s_toks = _tokens(blurb), _tokens(source)
     if _numbers(blurb) - _numbers(source):
         issues.append("invented_number")
-    if _vocab_hits(blurb, COLOURS) - _vocab_hits(source, COLOURS):
+    if (b_toks & COLOURS) - s_toks:
         issues.append("invented_colour")
-    if _vocab_hits(blurb, MATERIALS) - _vocab_hits(source, MATERIALS):
+    if (b_toks & MATERIALS) - s_toks:
         issues.append("invented_material")
-    blurb_low = blurb.lower()
-    other_brand = any(re.search(rf"\b{re.escape(b)}\b", blurb_low) and b not in src_low for b in brands)
-    if other_brand or _invented_proper_nouns(blurb, source):
-        issues.append("invented_brand")
-    if _vocab_hits(blurb, SIZE_WORDS) - _vocab_hits(source, SIZE_WORDS):
+    if {w for w in b_toks & SIZES if len(w) > 2 or w in words(blurb.lower())} - s_toks - {"s", "m", "l", "g"}:
         issues.append("invented_size")
+    if {w for w in b_toks & CLAIMS if w in words(blurb.lower()) or "-" in w} - s_toks:
+        issues.append("invented_claim")
+    if attribute_vocab and _invented_vocab(b_toks, s_toks, attribute_vocab - COLOURS - MATERIALS - SIZES):
+        issues.append("invented_attribute")
+    src_low, blurb_low = source.lower(), blurb.lower()
+    if any(re.search(rf"\b{re.escape(b)}\b", blurb_low) and b not in src_low for b in brands):
+        issues.append("invented_brand")
+    if invented_entities(blurb, source):
+        issues.append("invented_entity")
     return issues
 
+
+# --- form ---
 
 def is_repetitive(text: str) -> bool:
     toks = [w.lower() for w in words(text)]
     trigrams = list(zip(toks, toks[1:], toks[2:]))
     if len(trigrams) != len(set(trigrams)):
         return True
-    return any(a == b for a, b in zip(toks, toks[1:]) if len(a) > 2)
+    # the same content word again within three words ("made with love and love")
+    return any(a == b for i, a in enumerate(toks) for b in toks[i + 1:i + 4] if len(a) > 2 and a not in STOP_WORDS)
 
 
-def problems(blurb: str, source: str, rules: Rules) -> list[str]:
+def repeats_title(blurb: str, title: str, min_new_words: int = 3) -> bool:
+    """The blurb adds fewer than min_new_words content words to its title: it says nothing new."""
+    if not title:
+        return False
+    title_toks = _tokens(title)
+    new = {w for w in content_words(blurb) if w not in title_toks and w.rstrip("s") not in title_toks}
+    return len(new) < min_new_words
+
+
+def copies_source(blurb: str, source: str, title: str = "") -> bool:
+    """The blurb is one run of the source's words (a sentence copied, not written), beyond the title."""
+    b = [w.lower() for w in words(blurb)]
+    s = " " + " ".join(w.lower() for w in words(source)) + " "
+    if len(b) < 6:
+        return False
+    return f" {' '.join(b)} " in s or (len(b) >= 10 and f" {' '.join(b[:-1])} " in s)
+
+
+def problems(blurb: str, source: str, rules: Rules, title: str = "") -> list[str]:
     """Every failing check of an already normalised blurb, in SAFETY_ORDER."""
     found: list[str] = []
     n = len(words(blurb))
@@ -151,13 +345,16 @@ def problems(blurb: str, source: str, rules: Rules) -> list[str]:
     pattern = rules.blocklist_pattern()
     if pattern is not None and pattern.search(blurb):
         found.append("blocklist")
-    if EMAIL.search(blurb):
-        found.append("pii_email")
-    if PHONE.search(blurb) and sum(c.isdigit() for c in PHONE.search(blurb).group(0)) >= 7:  # type: ignore[union-attr]
-        found.append("pii_phone")
-    if URL.search(blurb):
-        found.append("pii_url")
-    found += faithfulness_issues(blurb, source, rules.brands)
+    if rules.profanity_threshold < 1 and profanity_scores([blurb])[0] >= rules.profanity_threshold:
+        found.append("profanity")
+    found += sorted(pii_found(blurb))
+    found += faithfulness_issues(blurb, source, rules.brands, rules.attribute_vocab)
+    if FIRST_PERSON.search(blurb):
+        found.append("first_person")  # a customer's voice, not the shop's
+    if title and repeats_title(blurb, title, rules.min_new_words):
+        found.append("title_repeat")
+    if copies_source(blurb, source, title):
+        found.append("copied_source")
     if is_repetitive(blurb):
         found.append("repetition")
     if n > rules.max_words:
@@ -166,19 +363,27 @@ def problems(blurb: str, source: str, rules: Rules) -> list[str]:
         found.append("too_short")
     if not blurb.rstrip().endswith((".", "!", "?")):
         found.append("truncated")
-    return sorted(found, key=SAFETY_ORDER.index)
+    return sorted(set(found), key=lambda r: SAFETY_ORDER.index(r) if r in SAFETY_ORDER else len(SAFETY_ORDER))
 
+
+# --- fallback ---
 
 def _safe_sentence(sentence: str, rules: Rules) -> bool:
     pattern = rules.blocklist_pattern()
-    unsafe = pattern is not None and pattern.search(sentence)
-    return not (unsafe or EMAIL.search(sentence) or URL.search(sentence) or PHONE.search(sentence))
+    if pattern is not None and pattern.search(sentence):
+        return False
+    if pii_found(sentence):
+        return False
+    return rules.profanity_threshold >= 1 or profanity_scores([sentence])[0] < rules.profanity_threshold
 
 
 def extractive_summary(title: str, text: str, rules: Rules) -> str:
-    """The source's leading safe sentences within max_words (opener dropped); the title if none is safe."""
+    """The source's leading safe sentences within max_words (opener dropped; first-person sentences
+    skipped when others exist); the title if none is safe."""
     sentences = [s.strip() for s in SENTENCE_END.split(re.sub(r"\s+", " ", text or "").strip()) if s.strip()]
     safe = [s for s in sentences if _safe_sentence(s, rules)]
+    impersonal = [s for s in safe if not FIRST_PERSON.search(s)]
+    safe = impersonal or safe
     if safe:
         safe[0] = OPENER.sub("The ", safe[0])
     kept: list[str] = []
@@ -193,16 +398,26 @@ def extractive_summary(title: str, text: str, rules: Rules) -> str:
     return title if _safe_sentence(title or "", rules) else ""
 
 
-def review(raw: str | None, title: str, text: str, rules: Rules, *, uncased: bool = False) -> Verdict:
-    """Normalise a generated blurb, check it, fall back to the extractive summary when it fails."""
-    source = f"{title}. {text}"
-    if raw is None:
-        return Verdict(extractive_summary(title, text, rules), "fallback", "not_generated", ("not_generated",))
+def clean(raw: str, source: str, rules: Rules, uncased: bool = False) -> str:
     blurb = normalise(raw)
     if uncased:
         blurb = restore_case(blurb, source)
-    blurb = fit_length(blurb, rules.max_words)
-    found = problems(blurb, source, rules)
-    if not found:
-        return Verdict(blurb, "generated", None, ())
-    return Verdict(extractive_summary(title, text, rules), "fallback", found[0], tuple(found))
+    return fit_length(blurb, rules.max_words)
+
+
+def review(raw: str | list[str] | None, title: str, text: str, rules: Rules, *, uncased: bool = False) -> Verdict:
+    """Normalise generated candidate(s), check each, keep the first that passes every check; fall
+    back to the extractive summary when none does (flagged with the first candidate's reasons)."""
+    source = f"{title}. {text}"
+    candidates = [raw] if isinstance(raw, str) else list(raw or [])
+    if not candidates:
+        return Verdict(extractive_summary(title, text, rules), "fallback", "not_generated", ("not_generated",))
+    first: list[str] | None = None
+    for cand in candidates:
+        blurb = clean(cand, source, rules, uncased)
+        found = problems(blurb, source, rules, title)
+        if not found:
+            return Verdict(blurb, "generated", None, ())
+        first = first if first is not None else found
+    assert first is not None
+    return Verdict(extractive_summary(title, text, rules), "fallback", first[0], tuple(first))
