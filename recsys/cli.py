@@ -322,6 +322,12 @@ def serve_cmd(
     api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key; when it is set, every /v1 call needs the key (X-API-Key or Authorization: Bearer).")] = "RECSYS_API_KEY",
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted (413 above).")] = 1_000_000,
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics of the local Ray, Ray Serve's ray_serve_* included (0: a random port).")] = 9095,
+    rank_per_key: Annotated[float | None, typer.Option(help="/v1/rank requests/s per API key (or client address), per replica; 0: no limit. Default: ServeSettings.")] = None,
+    rank_per_user: Annotated[float | None, typer.Option(help="/v1/rank requests/s per user_id, per replica (429 + Retry-After above). Default: ServeSettings.")] = None,
+    feedback_per_key: Annotated[float | None, typer.Option(help="/v1/feedback events/s per API key (or client address), per replica. Default: ServeSettings.")] = None,
+    feedback_per_user: Annotated[float | None, typer.Option(help="/v1/feedback events/s per user_id, per replica. Default: ServeSettings.")] = None,
+    burst_seconds: Annotated[float | None, typer.Option(help="A rate-limit bucket holds this many seconds of its rate. Default: ServeSettings.")] = None,
+    compact_bytes: Annotated[int | None, typer.Option(help="Fold feedback.jsonl into feedback-snapshot.parquet at this size (0: never). Default: ServeSettings.")] = None,
 ) -> None:
     """Serve /v1/rank, /v1/feedback, /healthz, /v1/model and the demo shop page on Ray Serve."""
     import os
@@ -335,7 +341,11 @@ def serve_cmd(
     ref = str(run) if run else (model or "models:/recsys-ranker@champion")
     settings = ServeSettings(model=ref, challenger=challenger, challenger_share=challenger_share if challenger else 0.0,
                              state_dir=str(state_dir), clock=clock, max_candidates=max_candidates, reload_seconds=reload_seconds,
-                             api_key=os.environ.get(api_key_env) or None, max_body_bytes=max_body_bytes)
+                             api_key=os.environ.get(api_key_env) or None, max_body_bytes=max_body_bytes,
+                             **{k: v for k, v in {"rank_per_key": rank_per_key, "rank_per_user": rank_per_user,
+                                                  "feedback_per_key": feedback_per_key, "feedback_per_user": feedback_per_user,
+                                                  "burst_seconds": burst_seconds, "compact_bytes": compact_bytes}.items()
+                                if v is not None})  # unset: the ServeSettings default (one source)
     if settings.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/yellow] serving on {host} without an API key (set ${api_key_env})")
     url = start(settings, ServerOptions(host=host, port=port, replicas=replicas, replica_cpus=replica_cpus, access_log=access_log,

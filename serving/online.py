@@ -21,6 +21,7 @@ the behaviour features.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import uuid
@@ -41,6 +42,7 @@ ASIDE_FILE = "feedback-unknown-items.jsonl"
 SNAPSHOT_FILE = "feedback-snapshot.parquet"
 EXTRA_COLUMNS = {"arm": pl.String, "received_at": pl.String}  # kept in the snapshot for the A/B report
 TICK = timedelta(microseconds=1)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,11 @@ class OnlineState:
             self.aside.append(aside, durable=True)
         size = self.feedback.append(known, durable=True) if known else os.stat(self.feedback.path).st_size
         if self.compact_bytes and size >= self.compact_bytes:
-            self.compact()
+            try:
+                self.compact()
+            except OSError as err:  # the events are written and acknowledged: a failed compaction only waits
+                log.warning("compacting %s failed (%s); the file stays as it is, the next append tries again",
+                            self.feedback.path, err)
         self.refresh()
         return Appended(size, len(known), len(aside))
 
@@ -214,18 +220,22 @@ class OnlineState:
             start = absorbed if current == segment else 0
             rows, end = self.feedback.parse(os.pread(fd, size - start, start), start)
             merged = pl.concat([compacted, feedback_frame(rows)])
-            # 1. the snapshot, holding this file up to `end` (a torn tail past it was never acknowledged)
             tmp = self.snapshot_path.with_suffix(".parquet.tmp")
-            merged.write_parquet(tmp, metadata={"segment": current or "", "absorbed_bytes": str(end)})
-            _fsync_path(tmp)
-            os.replace(tmp, self.snapshot_path)
-            _fsync_path(self.state_dir)
-            # 2. a new feedback file, named by its header line
             fresh = self.feedback.path.with_suffix(".jsonl.tmp")
-            fresh.write_bytes(encode([{SEGMENT_KEY: uuid.uuid4().hex, "after_rows": merged.height}]))
-            _fsync_path(fresh)
-            os.replace(fresh, self.feedback.path)
-            _fsync_path(self.state_dir)
+            try:
+                # 1. the snapshot, holding this file up to `end` (a torn tail past it was never acknowledged)
+                merged.write_parquet(tmp, metadata={"segment": current or "", "absorbed_bytes": str(end)})
+                _fsync_path(tmp)
+                os.replace(tmp, self.snapshot_path)
+                _fsync_path(self.state_dir)
+                # 2. a new feedback file, named by its header line
+                fresh.write_bytes(encode([{SEGMENT_KEY: uuid.uuid4().hex, "after_rows": merged.height}]))
+                _fsync_path(fresh)
+                os.replace(fresh, self.feedback.path)
+                _fsync_path(self.state_dir)
+            finally:  # a half-written temporary (a full disk) is space we need back
+                tmp.unlink(missing_ok=True)
+                fresh.unlink(missing_ok=True)
             self.compactions += 1
             return True
         finally:
@@ -245,4 +255,6 @@ def _extend_totals(totals: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
     base_clicks = totals["_cum_clicks"][-1] if totals.height else 0.0
     base_shown = totals["_cum_shown"][-1] if totals.height else 0.0
     more = global_totals(new).with_columns(pl.col("_cum_clicks") + base_clicks, pl.col("_cum_shown") + base_shown)
-    return pl.concat([totals, more])
+    totals = pl.concat([totals, more], rechunk=False)
+    # one chunk per feedback call would cost more in chunk overhead than in data over a long day
+    return totals.rechunk() if totals.n_chunks() > 64 else totals

@@ -223,6 +223,21 @@ def test_compaction_bounds_the_file_and_replicas_and_restarts_see_every_event_on
     assert pl.read_parquet(tmp_path / SNAPSHOT_FILE).height + len(eventlog.JsonlLog(tmp_path / FEEDBACK_FILE).read_all()) == 120
 
 
+def test_a_compaction_that_hits_a_full_disk_fails_no_write_and_is_retried(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    state = state_in(tmp_path, compact_bytes=1_000)
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", full)
+    state.append(events(10))  # past compact_bytes: the compaction fails, the append does not
+    assert state.compactions == 0 and not list(tmp_path.glob("*.tmp"))
+    monkeypatch.undo()
+    state.append(events(2, start=10))
+    assert state.compactions == 1 and ids(state_in(tmp_path)) == [f"u1-{k}" for k in range(12)]
+
+
 CHILD = """
 import os, signal, sys
 from serving import online
@@ -308,3 +323,12 @@ def test_a_store_held_too_long_is_one_clear_error(tmp_path: Path) -> None:
     with FileLock(f"{db}.lock"), pytest.raises(StoreBusy, match=r"MLflow store .*mlflow.db is busy: .*retry when it has finished"):
         with store_lock(f"sqlite:///{db}", wait_seconds=0.2):
             pass
+
+
+def test_limits_are_configurable_from_a_serve_config() -> None:
+    """`serve run serving.deploy:app_builder rank_per_user=5 ...` and Serve config `args` pass strings."""
+    from serving.deploy import builder_settings
+
+    settings, _ = builder_settings({"rank_per_user": "5", "feedback_per_key": "0", "burst_seconds": "2.5", "compact_bytes": "1000"})
+    assert (settings.rank_per_user, settings.feedback_per_key, settings.burst_seconds, settings.compact_bytes) == (5.0, 0.0, 2.5, 1000)
+    assert settings.feedback_per_user == ServeSettings().feedback_per_user  # unset: the default
