@@ -37,6 +37,7 @@ class BlurbConfig:
     min_targets: int = 8  # fewer passing targets than this: generate zero-shot instead
     target_words: int = 25  # (legacy extractive targets) the source's leading sentences within this many words
     steps: int = 30
+    max_epochs: float = 3.0  # steps are capped at this many passes over the targets
     train_batch_size: int = 8
     learning_rate: float = 2e-3  # LoRA (causal); the encoder-decoder is fully fine-tuned at seq2seq_learning_rate
     seq2seq_learning_rate: float = 1e-4
@@ -91,7 +92,7 @@ class BlurbConfig:
         return asdict(self)
 
 
-FINETUNE_FIELDS = ("finetune", "click_weighting", "ctr_smoothing", "train_items", "target_rounds", "target_temperature", "steps", "train_batch_size",
+FINETUNE_FIELDS = ("finetune", "click_weighting", "ctr_smoothing", "train_items", "target_rounds", "target_temperature", "steps", "max_epochs", "train_batch_size",
                    "learning_rate", "seq2seq_learning_rate", "lora_r", "lora_alpha", "lora_dropout", "max_source_tokens", "target_words",
                    "max_target_tokens", "max_words", "seed")
 GENERATION_FIELDS = ("max_new_tokens", "greedy", "seed", "temperature", "top_p", "max_source_tokens", "quantize")

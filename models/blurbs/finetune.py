@@ -177,7 +177,10 @@ def train(params: dict[str, Any], rows: list[dict[str, Any]], out_dir: Path) -> 
     rng = np.random.default_rng(params["seed"])
     order: list[int] = []
     losses, t0 = [], time.perf_counter()
-    for _ in range(params["steps"]):
+    # at most max_epochs passes over the targets: a few dozen self-chosen targets are memorised
+    # (loss 1.9 -> 0.006 in 30 steps over ~10 targets), and a memorised line is written for every item
+    steps = min(params["steps"], max(1, -(-int(params.get("max_epochs", 3) * len(rows)) // params["train_batch_size"])))
+    for _ in range(steps):
         if len(order) < params["train_batch_size"]:
             order += list(rng.permutation(len(rows)))
         batch_rows = [rows[i] for i in order[: params["train_batch_size"]]]
