@@ -102,9 +102,12 @@ def _key_of(headers: Headers) -> str:
     return headers.get("x-api-key") or (auth[7:] if auth.lower().startswith("bearer ") else "")
 
 
-def _client_of(request: Request) -> str:
-    """Whom a per-key limit counts: the API key, else (no key configured) the client's address."""
-    return _key_of(request.headers) or f"addr:{request.client.host if request.client else '?'}"
+def _client_of(request: Request, keyed: bool) -> str:
+    """Whom a per-key limit counts: the API key (checked by ApiKey), else the client's address. A
+    key header is not trusted when no key is configured: a client could make up a new one per call."""
+    if keyed:
+        return _key_of(request.headers)
+    return f"addr:{request.client.host if request.client else '?'}"
 
 
 def limiter_for(settings: Any) -> RateLimiter:
@@ -155,6 +158,7 @@ def build_app(get_service: Callable[[], RankingService],
 
     settings = get_service().settings
     limits = limiter or limiter_for(settings)
+    keyed = bool(settings.api_key)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     # outside the body limit: a wrong key is refused before its body is read
@@ -212,18 +216,18 @@ def build_app(get_service: Callable[[], RankingService],
     if rank_batched is None:
         @app.post("/v1/rank", response_model=RankResponse, summary="Rank candidates for a user")
         def rank(req: RankRequest, request: Request) -> RankResponse:
-            limits.rank(_client_of(request), req.user_id)
+            limits.rank(_client_of(request, keyed), req.user_id)
             return get_service().rank(req)
     else:
         @app.post("/v1/rank", response_model=RankResponse, summary="Rank candidates for a user")
         async def rank_in_batches(req: RankRequest, request: Request) -> RankResponse:
-            limits.rank(_client_of(request), req.user_id)
+            limits.rank(_client_of(request, keyed), req.user_id)
             get_service().check(req)  # a bad request fails alone, before it joins a batch
             return await rank_batched(req)
 
     @app.post("/v1/feedback", response_model=FeedbackResponse, summary="Record impressions and clicks (durable)")
     def feedback(req: FeedbackRequest, request: Request) -> FeedbackResponse:
-        limits.feedback(_client_of(request), [e.user_id for e in req.events])
+        limits.feedback(_client_of(request, keyed), [e.user_id for e in req.events])
         return get_service().feedback(req)
 
     @app.get("/healthz", response_model=Health)

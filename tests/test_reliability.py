@@ -124,6 +124,8 @@ def test_rank_is_limited_per_user_and_per_key_with_429_and_retry_after(tmp_path:
     assert statuses == [200, 200, 200, 200, 429]
     res = client.post("/v1/rank", json={"user_id": "w", "item_ids": ["a"]})
     assert res.status_code == 429 and res.json()["detail"][0]["loc"] == ["header", "x-api-key"]
+    # no key configured: the client's address is counted, a made-up key header does not help
+    assert client.post("/v1/rank", json={"user_id": "x", "item_ids": ["a"]}, headers={"X-API-Key": "fresh"}).status_code == 429
     clock.now += 2.0
     assert client.post("/v1/rank", json=body).status_code == 200  # refilled: no restart, no wait in real time
     assert len(service.ranked) == 7  # a refused request never reached the ranking
