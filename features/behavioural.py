@@ -114,22 +114,28 @@ def _age_days(seconds: pl.Expr) -> pl.Expr:
 @at_moment("item_popularity")
 def item_popularity_at(ctx: MomentContext) -> MomentValues:
     prior = _prior_at(ctx)
-    rows: dict[tuple[str, int], list[float]] = {}
-    for item, t in zip(ctx.targets["item_id"].to_list(), ctx.ts.tolist()):
-        if (item, t) in rows:
+    rows: dict[tuple[str, int], tuple[float, ...]] = {}
+    keys = list(zip(ctx.targets["item_id"].to_list(), ctx.ts.tolist()))
+    items, created_at = ctx.state.items, ctx.state.created
+    for key in keys:
+        if key in rows:
             continue
-        counts = ctx.state.items.get(item)
-        trail = counts.trail if counts else None
-        c_all, s_all = trail.counts(t) if trail else (0.0, 0.0)
-        c_1d, _ = trail.counts(t, t - DAY_US) if trail else (0.0, 0.0)
-        c_7d, s_7d = trail.counts(t, t - WEEK_US) if trail else (0.0, 0.0)
-        created = ctx.state.created.get(item)
-        first = int(trail.ts[0]) if trail is not None and len(trail.ts) and trail.ts[0] < t else None
+        item, t = key
+        counts = items.get(item)
+        created = created_at.get(item)
+        if counts is None:
+            rows[key] = (0.0, 0.0, 0.0, 0.0, 0.0, np.nan, np.nan if created is None else created, 1.0)
+            continue
+        trail = counts.trail
+        c_all, s_all = trail.counts(t)
+        c_1d, _ = trail.counts(t, t - DAY_US)
+        c_7d, s_7d = trail.counts(t, t - WEEK_US)
+        first = int(trail.ts[0]) if len(trail.ts) and trail.ts[0] < t else None
         since = created if created is not None else first
-        last = counts.last_click if counts else None
-        rows[(item, t)] = [c_1d, c_7d, c_all, s_7d, s_all, np.nan if last is None else last, np.nan if since is None else since,
-                           1.0 if first is None else 0.0]
-    v = np.array([rows[key] for key in zip(ctx.targets["item_id"].to_list(), ctx.ts.tolist())], dtype=np.float64).reshape(-1, 8)
+        last = counts.last_click
+        rows[key] = (c_1d, c_7d, c_all, s_7d, s_all, np.nan if last is None else last, np.nan if since is None else since,
+                     1.0 if first is None else 0.0)
+    v = np.array([rows[key] for key in keys], dtype=np.float64).reshape(-1, 8)
     c_1d, c_7d, c_all, s_7d, s_all, last, since, new = v.T
     age = _days(since, ctx.ts).fill_null(0.0)
     total_7d, _ = ctx.state.everything.counts_many(ctx.ts, ctx.ts - WEEK_US)
@@ -293,19 +299,18 @@ def _short(window: timedelta) -> timedelta:
 @at_moment("item_trend")
 def item_trend_at(ctx: MomentContext) -> MomentValues:
     window = recent_window(ctx)
-    recent, both, short = [], [], []
+    items, none = ctx.state.items, [0.0, 0.0, 0.0]
+    rows = []
     for item, t in zip(ctx.targets["item_id"].to_list(), ctx.ts.tolist()):
-        counts = ctx.state.items.get(item)
-        recent.append(counts.trail.counts(t, t - window)[0] if counts else 0.0)
-        both.append(counts.trail.counts(t, t - 2 * window)[0] if counts else 0.0)
-        short.append(counts.trail.counts(t, t - window // 8)[0] if counts else 0.0)
-    c_r, c_r2 = np.array(recent, dtype=np.float64), np.array(both, dtype=np.float64)
+        counts = items.get(item)
+        rows.append(counts.trail.clicks_since(t, (t - window, t - 2 * window, t - window // 8)) if counts else none)
+    c_r, c_r2, short = np.array(rows, dtype=np.float64).reshape(-1, 3).T
     total, _ = ctx.state.everything.counts_many(ctx.ts, ctx.ts - window)
     return {
         "item_clicks_recent": c_r,
         "item_click_share_recent": c_r / np.maximum(total, 1.0),
         "item_trend": (c_r + 1.0) / (c_r2 - c_r + 1.0),
-        "item_clicks_recent_short": np.array(short, dtype=np.float64),
+        "item_clicks_recent_short": short,
     }
 
 
@@ -325,11 +330,25 @@ def user_topic(ctx: FeatureContext) -> pl.DataFrame:
                       user_topic_ctr="user_category_ctr")
 
 
+_TOPIC_MAPS: dict[int, tuple[pl.DataFrame, dict[str, str], int]] = {}
+
+
+def topic_map(topics: pl.DataFrame) -> tuple[dict[str, str], int]:
+    """item_id -> topic and the number of topics of a run's topics frame, made once per frame
+    (a request used to rebuild the dict from the frame). The entry holds the frame, so its id is
+    not reused while cached."""
+    hit = _TOPIC_MAPS.get(id(topics))
+    if hit is None or hit[0] is not topics:
+        topic_of = dict(zip(topics["item_id"].to_list(), topics["topic"].to_list()))
+        if len(_TOPIC_MAPS) >= 8:  # a few runs at most per process (A/B arms, hot swaps)
+            _TOPIC_MAPS.clear()
+        hit = _TOPIC_MAPS[id(topics)] = (topics, topic_of, max(len(set(topic_of.values())), 1))  # as the polars group counts them
+    return hit[1], hit[2]
+
+
 @at_moment("user_topic")
 def user_topic_at(ctx: MomentContext) -> MomentValues:
-    topics: pl.DataFrame = ctx.artefacts["topics"]
-    topic_of = dict(zip(topics["item_id"].to_list(), topics["topic"].to_list()))
-    n_topics = max(len(set(topic_of.values())), 1)  # as the polars group counts them
+    topic_of, n_topics = topic_map(ctx.artefacts["topics"])
     per_user: dict[str, dict[str, list[float]]] = {}
     rows = []
     for user_id, item in zip(ctx.targets["user_id"].to_list(), ctx.targets["item_id"].to_list()):

@@ -9,9 +9,10 @@ them in one place (a column a run does not have gives nulls).
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
-from features.registry import KEYS, FeatureSpec, register_derived
+from features.registry import KEYS, Columns, FeatureSpec, MomentValues, derived_values, register_derived
 
 F32 = pl.Float32
 RANKED = {  # feature -> the column ranked within the request (ascending; 1 = the largest value)
@@ -56,3 +57,63 @@ def request_context(frame: pl.DataFrame) -> pl.DataFrame:
         **{name: scaled_rank(column) for name, column in RANKED.items()},
         interest_gap=gap,
     )
+
+
+def _rank_average(values: np.ndarray, request: np.ndarray) -> np.ndarray:
+    """Per row, its value's 1-based rank within its request, ties sharing the average of their
+    ranks (polars' `rank("average")`), as float64."""
+    n = len(values)
+    if n == 0:
+        return np.zeros(0)
+    order = np.lexsort((values, request))  # by request, then value
+    v, r = values[order], request[order]
+    new_run = np.ones(n, dtype=bool)  # a run of equal values in one request
+    new_run[1:] = (r[1:] != r[:-1]) | (v[1:] != v[:-1])
+    request_start = np.flatnonzero(np.append(True, r[1:] != r[:-1]))
+    position = np.arange(n) - np.repeat(request_start, np.diff(np.append(request_start, n))) + 1
+    starts = np.flatnonzero(new_run)
+    ends = np.append(starts[1:] - 1, n - 1)  # runs never span two requests
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = ((position[starts] + position[ends]) / 2.0)[np.cumsum(new_run) - 1]
+    return ranks
+
+
+@derived_values("request_context")
+def request_context_values(cols: Columns) -> MomentValues:
+    """`request_context` in numpy (serving and batch scoring; tests/test_moment.py compares)."""
+    request = cols.request
+    sizes = np.bincount(request, minlength=cols.requests).astype(np.float64)
+    size = sizes[request]
+    n = len(request)
+
+    def filled(column: str) -> np.ndarray:
+        values = cols.values[column]
+        nulls = cols.nulls.get(column)
+        return np.where(nulls, 0.0, values) if nulls is not None else values
+
+    # a column the run does not have gives nulls, as in the polars group
+    out: dict[str, np.ndarray | pl.Series] = {"request_candidates": size}
+    if "item_is_new" in cols.values:
+        new = cols.values["item_is_new"]
+        nulls = cols.nulls.get("item_is_new")
+        counted = ~nulls if nulls is not None else np.ones(n, dtype=bool)  # a mean skips nulls
+        share = np.bincount(request, np.where(counted, new, 0.0), cols.requests) / np.bincount(request, counted, cols.requests)
+        out["request_new_share"] = share[request]
+    else:
+        out["request_new_share"] = pl.Series([None] * n, dtype=pl.Float64)
+    for name, column in RANKED.items():
+        if column in cols.values:
+            out[name] = _rank_average(filled(column), request) / size
+        else:
+            out[name] = pl.Series([None] * n, dtype=pl.Float64)
+    if "interest_score" in cols.values:
+        # in the column's own float32, as polars subtracts two Float32 columns
+        score = cols.values["interest_score"].astype(np.float32)
+        nulls = cols.nulls.get("interest_score")
+        best = np.full(cols.requests, -np.inf, dtype=np.float32)
+        np.maximum.at(best, request, np.where(nulls, -np.inf, score) if nulls is not None else score)
+        gap = score - best[request]
+        out["interest_gap"] = pl.Series(gap).scatter(np.flatnonzero(nulls), None) if nulls is not None else gap
+    else:
+        out["interest_gap"] = pl.Series([None] * n, dtype=pl.Float32)
+    return out

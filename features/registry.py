@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from recsys.errors import RecsysInputError
+from recsys.stopwatch import stage
 
 if TYPE_CHECKING:
     from features.state import LogState
@@ -71,6 +72,18 @@ MomentValues = dict[str, "np.ndarray | pl.Series"]
 
 
 @dataclass(frozen=True)
+class Columns:
+    """What a numpy `derive_values` reads: feature values as float64 (each already rounded
+    through its declared dtype; NaN where null), where they are null, and each row's request as
+    an integer code (rows of one request share it)."""
+
+    values: dict[str, np.ndarray]
+    nulls: dict[str, np.ndarray]  # bool masks, only for columns that have nulls
+    request: np.ndarray  # int64
+    requests: int  # how many distinct codes
+
+
+@dataclass(frozen=True)
 class FeatureGroup:
     name: str
     specs: tuple[FeatureSpec, ...]
@@ -80,6 +93,9 @@ class FeatureGroup:
     # a derived group reads the other groups' features of the same request (not the log): it runs
     # after them, on both paths, so it needs no twin
     derive: Callable[[pl.DataFrame], pl.DataFrame] | None = None
+    # the same in numpy for `moment_features` (serving, batch scoring): a request's few hundred
+    # rows cost a dozen polars window passes otherwise; tests/test_moment.py checks both agree
+    derive_values: Callable[[Columns], MomentValues] | None = None
 
     @property
     def has_twin(self) -> bool:
@@ -133,6 +149,19 @@ def _derived(groups: list[FeatureGroup], out: pl.DataFrame) -> pl.DataFrame:
             raise AssertionError(f"bug: derived group '{group.name}' returned {frame.columns} x {frame.height}")
         out = out.with_columns(frame.select(pl.col(s.name).cast(s.dtype) for s in group.specs))
     return out
+
+
+def derived_values(name: str) -> Callable[[Callable[[Columns], MomentValues]], Callable[[Columns], MomentValues]]:
+    """Decorator: the numpy twin of the derived group `name` (same features, same values)."""
+
+    def wrap(fn: Callable[[Columns], MomentValues]) -> Callable[[Columns], MomentValues]:
+        group = REGISTRY.get(name)
+        if group is None or group.derive is None or group.derive_values is not None:
+            raise ValueError(f"derived_values('{name}'): register the derived group first, and give it one twin")
+        REGISTRY[name] = replace(group, derive_values=fn)
+        return fn
+
+    return wrap
 
 
 def at_moment(name: str) -> Callable[[Callable[[MomentContext], MomentValues]], Callable[[MomentContext], MomentValues]]:
@@ -192,9 +221,64 @@ def compute_features(groups: list[FeatureGroup], ctx: FeatureContext) -> pl.Data
 
 def compute_at_moment(groups: list[FeatureGroup], ctx: MomentContext) -> pl.DataFrame:
     """What `compute_features` returns, from the groups' `at_moment` twins (each must have one)."""
-    names = [n for g in groups for n in g.feature_names]
-    out = ctx.targets.drop([c for c in ctx.targets.columns if c in names])
-    columns = []
+    return moment_features(groups, ctx).frame()
+
+
+@dataclass(frozen=True)
+class MomentFeatures:
+    """Every group's features at one moment, as `moment_features` made them: `columns` holds
+    each feature as float64 after its declared dtype (what `Ranker.matrix` reads from the frame
+    of `compute_at_moment`), so scoring needs no frame; `frame()` builds that frame."""
+
+    targets: pl.DataFrame
+    specs: dict[str, FeatureSpec]  # every feature, in group order
+    columns: dict[str, np.ndarray]  # float64, NaN where null
+    nulls: dict[str, np.ndarray]  # bool masks of the columns that have nulls
+    raw: dict[str, np.ndarray | pl.Series]  # the twins' own values (the frame is cast from these)
+
+    def matrix(self, names: list[str]) -> np.ndarray:
+        """(rows, len(names)) float64, C order: the ranker's input, null = NaN."""
+        out = np.empty((self.targets.height, len(names)), dtype=np.float64)
+        for j, name in enumerate(names):
+            out[:, j] = self.columns[name]
+        return out
+
+    def frame(self) -> pl.DataFrame:
+        out = self.targets.drop([c for c in self.targets.columns if c in self.specs])
+        columns = []
+        for name, spec in self.specs.items():
+            if name in self.raw:
+                columns.append(pl.Series(name, self.raw[name]).cast(spec.dtype))
+                continue
+            column = pl.Series(name, self.columns[name]).cast(spec.dtype)  # exact: already rounded to it
+            if name in self.nulls:
+                column = column.scatter(np.flatnonzero(self.nulls[name]), None)
+            columns.append(column)
+        return out.with_columns(columns)
+
+
+def _as_float64(values: np.ndarray | pl.Series, dtype: pl.DataType) -> tuple[np.ndarray, np.ndarray | None]:
+    """A twin's values cast to the feature's dtype (as a polars cast does), then to float64:
+    (values with NaN where null, the null mask or None)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+        # numpy rounds to nearest as polars' cast does; other dtypes (ints, bools) go through polars
+        if dtype == pl.Float32:
+            return values.astype(np.float32).astype(np.float64), None
+        if dtype == pl.Float64:
+            return values.astype(np.float64), None
+    series = pl.Series(values).cast(dtype)
+    nulls = series.is_null().to_numpy() if series.null_count() else None
+    return series.cast(pl.Float64).to_numpy(), nulls
+
+
+def moment_features(groups: list[FeatureGroup], ctx: MomentContext) -> MomentFeatures:
+    """Every group's features for `ctx.targets` from the `at_moment` twins, derived groups from
+    their numpy twins (their polars `derive` on the frame where a group has none)."""
+    specs = {s.name: s for g in groups for s in g.specs}
+    raw: dict[str, np.ndarray | pl.Series] = {}
+    columns: dict[str, np.ndarray] = {}
+    nulls: dict[str, np.ndarray] = {}
+    n = ctx.targets.height
     for group in groups:
         missing = [a for a in group.requires if a not in ctx.artefacts]
         if missing:
@@ -203,12 +287,45 @@ def compute_at_moment(groups: list[FeatureGroup], ctx: MomentContext) -> pl.Data
             continue
         if group.at_moment is None:
             raise ValueError(f"feature group '{group.name}' has no at_moment twin")
-        values = group.at_moment(ctx)
+        with stage(f"features/{group.name}"):
+            values = group.at_moment(ctx)
         if set(values) != set(group.feature_names):
             raise AssertionError(f"bug: at_moment '{group.name}' returned {sorted(values)}, declared {group.feature_names}")
         for spec in group.specs:
-            column = pl.Series(spec.name, values[spec.name])
-            if column.len() != ctx.targets.height:
-                raise AssertionError(f"bug: at_moment '{group.name}' returned {column.len()} rows for {ctx.targets.height} targets")
-            columns.append(column.cast(spec.dtype))
-    return _derived(groups, out.with_columns(columns))
+            value = values[spec.name]
+            if len(value) != n:
+                raise AssertionError(f"bug: at_moment '{group.name}' returned {len(value)} rows for {n} targets")
+            raw[spec.name] = value
+            columns[spec.name], mask = _as_float64(value, spec.dtype)
+            if mask is not None:
+                nulls[spec.name] = mask
+    derived = [g for g in groups if g.derive is not None]
+    if derived:
+        with stage("features/derived"):
+            _derive_all(derived, ctx.targets, specs, columns, nulls, raw)
+    return MomentFeatures(ctx.targets, specs, columns, nulls, raw)
+
+
+def _derive_all(groups: list[FeatureGroup], targets: pl.DataFrame, specs: dict[str, FeatureSpec],
+                columns: dict[str, np.ndarray], nulls: dict[str, np.ndarray], raw: dict[str, np.ndarray | pl.Series]) -> None:
+    """Derived groups' columns into `columns`/`nulls` (numpy twins), or `raw` (polars derive)."""
+    request_ids = targets["request_id"]
+    if request_ids.n_unique() == 1:
+        codes, count = np.zeros(targets.height, dtype=np.int64), 1
+    else:
+        codes = request_ids.rank("dense").cast(pl.Int64).to_numpy() - 1
+        count = int(codes.max()) + 1 if len(codes) else 0
+    for group in groups:
+        if group.derive_values is not None:
+            values = group.derive_values(Columns(columns, nulls, codes, count))
+        else:  # no numpy twin: the polars derive on the frame of the columns made so far
+            done = {name: spec for name, spec in specs.items() if name in columns}
+            out = group.derive(MomentFeatures(targets, done, columns, nulls, raw).frame())  # type: ignore[misc]
+            values = {s.name: out[s.name] for s in group.specs}
+            raw.update(values)
+        if set(values) != set(group.feature_names):
+            raise AssertionError(f"bug: derived group '{group.name}' returned {sorted(values)}, declared {group.feature_names}")
+        for spec in group.specs:
+            columns[spec.name], mask = _as_float64(values[spec.name], spec.dtype)
+            if mask is not None:
+                nulls[spec.name] = mask

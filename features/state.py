@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -52,11 +53,24 @@ class Trail:
         old_clicks = np.diff(self.cum_clicks)
         return Trail.of(np.concatenate([self.ts, ts]), np.concatenate([old_clicks, clicked]))
 
+    @cached_property
+    def _lists(self) -> tuple[list[int], list[float]]:
+        # per-key lookups are scalar: bisect on Python lists costs a fifth of np.searchsorted's
+        # per-call overhead (made once per trail; a trail is replaced, not changed, by new events)
+        return self.ts.tolist(), self.cum_clicks.tolist()
+
     def counts(self, before: int, since: int | None = None) -> tuple[float, float]:
         """(clicks, impressions) of events with ts in [since, before) (or (-inf, before))."""
-        end = int(np.searchsorted(self.ts, before, side="left"))
-        start = 0 if since is None else int(np.searchsorted(self.ts, since, side="left"))
-        return float(self.cum_clicks[end] - self.cum_clicks[start]), float(end - start)
+        ts, cum = self._lists
+        end = bisect.bisect_left(ts, before)
+        start = 0 if since is None else bisect.bisect_left(ts, since)
+        return cum[end] - cum[start], float(end - start)
+
+    def clicks_since(self, before: int, sinces: tuple[int, ...]) -> list[float]:
+        """Clicks of events with ts in [since, before), for each of `sinces`."""
+        ts, cum = self._lists
+        end = cum[bisect.bisect_left(ts, before)]
+        return [end - cum[bisect.bisect_left(ts, since)] for since in sinces]
 
     def counts_many(self, before: np.ndarray, since: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """`counts` for arrays of moments at once."""
@@ -83,9 +97,22 @@ class UserCounts:
     by_category: dict[str, list[float]] = field(default_factory=dict)  # category -> [clicks, shown]
     by_item: dict[str, list[float]] = field(default_factory=dict)  # item_id -> [clicks, shown]
 
+    _histories: dict[int, tuple[int, list[str]]] = field(default_factory=dict, repr=False, compare=False)  # length -> (clicks then, ids)
+
     def history(self, length: int) -> list[str]:
-        """The last `length` clicked item ids, most recent last (ties in ts: by item id)."""
-        return [item for _, item in self.clicked[-length:]] if length > 0 else []
+        """The last `length` clicked item ids, most recent last (ties in ts: by item id). The
+        list is shared by every call until the user's next click (callers only read it): a
+        request asks once per candidate row and group."""
+        if length <= 0:
+            return []
+        made = self._histories.get(length)
+        if made is None or made[0] != len(self.clicked):
+            made = self._histories[length] = (len(self.clicked), [item for _, item in self.clicked[-length:]])
+        return made[1]
+
+    def clicked_items(self) -> list[str]:
+        """Every clicked item id in click order (shared until the next click, as `history`)."""
+        return self.history(1 << 62) if self.clicked else []
 
 
 def _later(a: int | None, b: int | None) -> int | None:

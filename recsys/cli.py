@@ -413,6 +413,7 @@ def bench_serve_cmd(
     port: Annotated[int, typer.Option(help="Port when starting the service.")] = 8011,
     batch: Annotated[bool, typer.Option(help="Start the service with @serve.batch (see recsys serve --batch).")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON.")] = None,
+    profile: Annotated[bool, typer.Option(help="Also print where an in-process request's time goes (p50/p99 per stage).")] = False,
 ) -> None:
     """p50/p95/p99 and requests/s of /v1/rank at concurrency 1, 8, 32, next to the in-process floor."""
     import tempfile
@@ -436,6 +437,11 @@ def bench_serve_cmd(
         local = RankingService(ServeSettings(model=model, state_dir=str(state / "local"), reload_seconds=0))
         bodies = make_requests(local, requests, candidates)
         results = [in_process(local, bodies)]
+        if profile:  # the HTTP rows minus the in-process row are the Ray Serve hop
+            from serving.bench import print_profile
+            from serving.bench import profile as stage_profile
+
+            stages = stage_profile(local, bodies)
         started = url is None
         if started:
             url = start(settings, ServerOptions(port=port, replicas=replicas, access_log=False, batch=batch))
@@ -452,6 +458,8 @@ def bench_serve_cmd(
         view.add_row(r.mode, str(r.concurrency), str(r.requests), str(r.errors), f"{r.p50_ms:.1f}", f"{r.p95_ms:.1f}",
                      f"{r.p99_ms:.1f}", f"{r.rps:.1f}")
     out.print(view)
+    if profile:
+        print_profile(stages, f"in-process stages, {candidates} candidates ({model}); the Ray Serve hop = http - in-process above")
     if json_out:
         json_out.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
 

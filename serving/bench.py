@@ -8,6 +8,7 @@ catalog with a fixed seed. Traffic goes to 127.0.0.1 only unless --url says othe
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -102,3 +103,57 @@ async def _http_level(url: str, requests: list[dict], concurrency: int) -> Level
 def http_levels(url: str, requests: list[dict], concurrencies: list[int]) -> list[LevelResult]:
     return [asyncio.run(_http_level(url, requests, c)) for c in concurrencies]
 
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    calls: int  # requests in which the stage ran
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+
+
+def profile(service: RankingService, requests: list[dict]) -> list[StageResult]:
+    """Where one in-process request's time goes: body parsing (what FastAPI does with the JSON
+    bytes), each marked stage of `RankingService.rank` (recsys.stopwatch), and the response's
+    validation and JSON encoding (FastAPI's fast path: a pydantic TypeAdapter to bytes). Stages
+    nest: `features` holds `features/<group>`, `explain` holds `explain/contributions`;
+    `unmarked` is the time between the top-level marks, `total` all of it."""
+    from pydantic import TypeAdapter
+
+    from recsys.stopwatch import recording, stage
+    from serving.api_models import RankResponse
+
+    response = TypeAdapter(RankResponse)
+    bodies = [json.dumps(r).encode() for r in requests]
+    service.rank(RankRequest.model_validate_json(bodies[0]))  # warm-up: lazy loads
+    runs: list[dict[str, float]] = []
+    for body in bodies:
+        t = time.perf_counter()
+        with recording() as times:
+            with stage("parse"):
+                req = RankRequest.model_validate_json(body)
+            ranked = service.rank(req)
+            with stage("json"):
+                response.dump_json(response.validate_python(ranked))
+        total = time.perf_counter() - t
+        times["unmarked"] = total - sum(v for k, v in times.items() if "/" not in k)  # work between the marks
+        times["total"] = total
+        runs.append(times)
+    order = list(dict.fromkeys(name for times in runs for name in times))
+    out = []
+    for name in order:
+        ms = np.array([times.get(name, 0.0) for times in runs]) * 1000.0
+        out.append(StageResult(name, sum(1 for times in runs if name in times), float(np.percentile(ms, 50)),
+                               float(np.percentile(ms, 99)), float(ms.mean())))
+    return out
+
+
+def print_profile(results: list[StageResult], title: str) -> None:
+    """The profile as a table: a nested stage is indented under its parent."""
+    print(title)
+    print(f"{'stage':<34}{'runs':>6}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}")
+    for r in results:
+        name = "  " * r.stage.count("/") + r.stage.rsplit("/", 1)[-1]
+        print(f"{name:<34}{r.calls:>6}{r.p50_ms:>9.3f}{r.p99_ms:>9.3f}{r.mean_ms:>9.3f}")

@@ -55,6 +55,12 @@ class RankingDeployment:
         # Serve restarts a replica whose check raises; a loaded service with a readable log is healthy
         self.service.health()
 
+    def __del__(self) -> None:
+        # Serve calls this on a replica's graceful shutdown: write out the queued served-features records
+        service = getattr(self, "service", None)
+        if service is not None:
+            service.stop()
+
 
 @dataclass(frozen=True)
 class ServerOptions:

@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import polars as pl
 
-from features.state import LogState, micros
+from features.state import LogState
+from recsys.stopwatch import stage
 from models.blurbs.safety import Rules, extractive_summary
 from serving.api_models import Contribution, ModelInfo, RankedItem
 from serving.explain import EVIDENCE, reasons, top_features
 from serving.online import LogSnapshot
 from serving.refs import ResolvedModel
-from serving.scorer import Scorer
-
-
-TARGET_SCHEMA = {"request_id": pl.String, "user_id": pl.String, "item_id": pl.String, "ts": pl.Datetime("us", "UTC")}
+from serving.scorer import FeatureRows, Scorer
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,7 @@ class Ranking:
     """What one request produced: the feature rows and scores of every candidate (in request
     order, for the served-features log) and the ranked, explained top items."""
 
-    features: pl.DataFrame
+    item_ids: list[str]
     values: np.ndarray  # the ranker's feature matrix of these rows (null = NaN), in ranker.features order
     scores: np.ndarray
     items: list[RankedItem]
@@ -104,74 +102,102 @@ class RankingModel:
         self._live = state
         return state
 
-    def features(self, snapshot: LogSnapshot, targets: pl.DataFrame, users: list[str], items: list[str]) -> tuple[pl.DataFrame, set[str]]:
-        """Feature rows of `targets` and which of `users` the live log knows. From the counters
-        when every target is later than the log's last event (the usual case); otherwise (a
-        request's own earlier `ts`) point in time from the log's events of these users and items."""
+    def features(self, snapshot: LogSnapshot, targets: pl.DataFrame, ts: np.ndarray, users: list[str],
+                 items: list[str]) -> tuple[FeatureRows, set[str]]:
+        """Feature rows of `targets` (at `ts`, µs) and which of `users` the live log knows. From
+        the counters when every target is later than the log's last event (the usual case);
+        otherwise (a request's own earlier `ts`) point in time from the log's events of these
+        users and items."""
         with self._live_lock:  # counters are updated in place: no request reads half an update
-            state = self.catch_up(snapshot)
-            if self.scorer.has_twins and state.before(micros(targets["ts"])):
-                return self.scorer.features_of(targets, state=state), {u for u in users if u in state.users}
+            with stage("features/catch_up"):
+                state = self.catch_up(snapshot)
+            if self.scorer.has_twins and state.before(ts):
+                return self.scorer.rows_of(targets, state=state, ts=ts), {u for u in users if u in state.users}
         view = snapshot.view(users, items)  # every event of these users is in it
         known = set(view.filter(pl.col("user_id").is_in(users))["user_id"].unique().to_list())
-        return self.scorer.features_of(targets, log=view, totals=snapshot.totals), known
+        return self.scorer.rows_of(targets, log=view, totals=snapshot.totals), known
 
     def rank_many(self, snapshot: LogSnapshot, asks: list[Ask]) -> list[Ranking]:
         """Rank several requests with one feature computation and one LightGBM call (what
         `@serve.batch` hands over); a single request is a batch of one."""
-        targets = pl.concat([
-            pl.DataFrame({"request_id": str(n), "user_id": a.user_id, "item_id": a.item_ids,
-                          "ts": [a.ts] * len(a.item_ids)}, schema=TARGET_SCHEMA)
-            for n, a in enumerate(asks)
-        ])
-        users = sorted({a.user_id for a in asks})
-        items = sorted({i for a in asks for i in a.item_ids})
-        feats, known = self.features(snapshot, targets, users, items)
+        with stage("targets"):
+            targets, ts = targets_of(asks)
+            users = sorted({a.user_id for a in asks})
+            items = sorted({i for a in asks for i in a.item_ids})
+        with stage("features"):
+            rows, known = self.features(snapshot, targets, ts, users, items)
+        values = rows.values  # once: scores, contributions and the served log read it
         # one thread: threads cost more than they save on a few hundred rows, and replicas
         # (not threads) are how the service uses more cores
-        values = self.scorer.ranker.matrix(feats)  # once: scores, contributions and the served log read it
-        scores = self.scorer.ranker.predict(values, num_threads=1)
+        with stage("predict"):
+            scores = self.scorer.ranker.predict(values, num_threads=1)
         bounds = np.cumsum([0] + [len(a.item_ids) for a in asks])
         orders = [bounds[n] + np.argsort(-scores[bounds[n]:bounds[n + 1]], kind="stable")[:a.top_k] for n, a in enumerate(asks)]
-        explained = np.concatenate([o for o, a in zip(orders, asks) if a.explain]) if any(a.explain for a in asks) else np.zeros(0, int)
-        why: dict[int, str | None] = {}
-        tops: dict[int, list[tuple[str, float | None, float]]] = {}
-        if len(explained):
-            top = values[explained]
-            contrib = self.scorer.ranker.contributions(top, num_threads=1)
-            rows = feats[explained.tolist()]
-            item_of, user_of = rows["item_id"].to_list(), rows["user_id"].to_list()
-            categories = [(self.catalog.get(i) or {}).get("category") for i in item_of]
-            # the counts behind each phrase, from the same feature rows (a ranker may use fewer columns)
-            evidence = {c: rows[c].cast(pl.Float64, strict=False).to_numpy() for c in EVIDENCE if c in rows.columns}
-            said = reasons(self.feature_names, top, contrib, categories, evidence=evidence,
-                           known_users=[u in known for u in user_of], known_items=[i in self.catalog for i in item_of])
-            why = dict(zip(explained.tolist(), said))
-            tops = dict(zip(explained.tolist(), top_features(self.feature_names, top, contrib)))
-        item_ids = feats["item_id"].to_list()
-        out = []
-        for n, order in enumerate(orders):
-            ranked = []
-            for rank, j in enumerate(order.tolist(), start=1):
-                row = self.catalog.get(item_ids[j]) or {}
-                blurb, source = self.blurb(item_ids[j])
-                ranked.append(RankedItem(
-                    item_id=item_ids[j], rank=rank, score=float(scores[j]), title=row.get("title"),
-                    category=row.get("category"), blurb=blurb, blurb_source=source, reason=why.get(j),  # type: ignore[arg-type]
-                    top_features=[Contribution(feature=f, value=v, contribution=c) for f, v, c in tops.get(j, [])],
-                ))
-            out.append(Ranking(feats[int(bounds[n]):int(bounds[n + 1])], values[bounds[n]:bounds[n + 1]],
-                               scores[bounds[n]:bounds[n + 1]], ranked, asks[n].user_id in known))
+        explained = [o for o, a in zip(orders, asks) if a.explain]
+        with stage("explain"):
+            why, tops = self.explain(rows, np.concatenate(explained) if explained else np.zeros(0, np.int64), known)
+        with stage("items"):
+            out = []
+            for n, order in enumerate(orders):
+                ranked = []
+                for rank, j in enumerate(order.tolist(), start=1):
+                    item_id = rows.item_ids[j]
+                    row = self.catalog.get(item_id) or {}
+                    blurb, source = self.blurb(item_id)
+                    ranked.append(RankedItem(
+                        item_id=item_id, rank=rank, score=float(scores[j]), title=row.get("title"),
+                        category=row.get("category"), blurb=blurb, blurb_source=source, reason=why.get(j),  # type: ignore[arg-type]
+                        top_features=[Contribution(feature=f, value=v, contribution=c) for f, v, c in tops.get(j, [])],
+                    ))
+                lo, hi = int(bounds[n]), int(bounds[n + 1])
+                out.append(Ranking(rows.item_ids[lo:hi], values[lo:hi], scores[lo:hi], ranked, asks[n].user_id in known))
         return out
+
+    def explain(self, rows: FeatureRows, explained: np.ndarray, known: set[str]) -> tuple[dict[int, str | None], dict[int, list[tuple[str, float | None, float]]]]:
+        """Reasons and top contributions of the rows `explained` (the returned top_k only:
+        contributions cost ~0.1 ms a row), by row index."""
+        if len(explained) == 0:
+            return {}, {}
+        top = rows.values[explained]
+        with stage("explain/contributions"):
+            contrib = self.scorer.ranker.contributions(top, num_threads=1)
+        at = explained.tolist()
+        item_of, user_of = [rows.item_ids[j] for j in at], [rows.user_ids[j] for j in at]
+        categories = [(self.catalog.get(i) or {}).get("category") for i in item_of]
+        # the counts behind each phrase, from the same feature rows (a ranker may use fewer columns)
+        evidence = {}
+        for name in EVIDENCE:
+            column = rows.column(name)
+            if column is not None:
+                evidence[name] = column[explained]
+        said = reasons(self.feature_names, top, contrib, categories, evidence=evidence,
+                       known_users=[u in known for u in user_of], known_items=[i in self.catalog for i in item_of])
+        return dict(zip(at, said)), dict(zip(at, top_features(self.feature_names, top, contrib)))
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def targets_of(asks: list[Ask]) -> tuple[pl.DataFrame, np.ndarray]:
+    """The target rows of requests (request_id = the request's index) and their moments in µs,
+    built column by column (a frame from rows of datetimes cost ~1 ms per request)."""
+    sizes = [len(a.item_ids) for a in asks]
+    ts = np.repeat(np.array([(a.ts - EPOCH) // timedelta(microseconds=1) for a in asks], dtype=np.int64), sizes)
+    frame = pl.DataFrame([
+        pl.Series("request_id", [str(n) for n, k in enumerate(sizes) for _ in range(k)], pl.String),
+        pl.Series("user_id", [a.user_id for a, k in zip(asks, sizes) for _ in range(k)], pl.String),
+        pl.Series("item_id", [i for a in asks for i in a.item_ids], pl.String),
+        pl.Series("ts", ts).cast(pl.Datetime("us", "UTC")),
+    ])
+    return frame, ts
 
 
 def served_record(request_id: str, arm: str, version: str | None, ts: datetime, user_id: str, ranking: Ranking,
                   feature_names: list[str], context: dict) -> dict:
     """One served-features log line: every candidate's feature values and score, columnar."""
-    feats = ranking.features
     return {
         "request_id": request_id, "arm": arm, "model_version": version, "ts": ts.isoformat(), "user_id": user_id,
-        "context": context, "item_ids": feats["item_id"].to_list(), "scores": [float(s) for s in ranking.scores],
+        "context": context, "item_ids": ranking.item_ids, "scores": [float(s) for s in ranking.scores],
         "shown": [i.item_id for i in ranking.items],
         "features": {f: [None if v != v else v for v in ranking.values[:, j].tolist()] for j, f in enumerate(feature_names)},  # NaN = null
     }

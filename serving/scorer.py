@@ -13,18 +13,46 @@ Both give identical values (tests/test_moment.py).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from features.registry import FeatureContext, MomentContext, compute_at_moment, compute_features, resolve
+from features.registry import FeatureContext, MomentContext, MomentFeatures, compute_features, moment_features, resolve
 from features.state import LogState, micros
 from models.ranker import Ranker
 from recsys.config import RunConfig, from_dict
 from recsys.errors import RecsysInputError
 from serving.artefacts import load_artefacts
+
+
+@dataclass(frozen=True)
+class FeatureRows:
+    """Feature rows of targets, in their order, as scoring and explaining read them: the ranker's
+    matrix (float64, null = NaN) and any feature column by name. From the counters (`moment`,
+    no frame is built) or from a point-in-time frame."""
+
+    user_ids: list[str]
+    item_ids: list[str]
+    values: np.ndarray  # (rows, ranker features)
+    moment: MomentFeatures | None = None
+    frame: pl.DataFrame | None = None
+
+    def column(self, name: str) -> np.ndarray | None:
+        """A feature column as float64 (null = NaN); None when these rows do not have it."""
+        if self.moment is not None:
+            return self.moment.columns.get(name)
+        if self.frame is not None and name in self.frame.columns:
+            return self.frame[name].cast(pl.Float64, strict=False).to_numpy()
+        return None
+
+    def to_frame(self) -> pl.DataFrame:
+        if self.moment is not None:
+            return self.moment.frame()
+        assert self.frame is not None
+        return self.frame
 
 
 class Scorer:
@@ -69,23 +97,32 @@ class Scorer:
         than its last event, from the counters. Otherwise from `log`, which replaces the run's
         event log (without `state`: the live log cut down to the requests' users and items, with
         `totals` = `global_totals` of the whole live log)."""
+        return self.rows_of(targets, log=log, totals=totals, state=state).to_frame()
+
+    def rows_of(self, targets: pl.DataFrame, *, log: pl.DataFrame | None = None, totals: pl.DataFrame | None = None,
+                state: LogState | None = None, ts: np.ndarray | None = None) -> FeatureRows:
+        """`features_of` as FeatureRows: from the counters without building a frame (what
+        serving and batch scoring score from). `ts`: the targets' moments in µs, when known."""
         if state is not None and self.has_twins:
-            ts = micros(targets["ts"])
+            ts = micros(targets["ts"]) if ts is None else ts
             if state.before(ts):
-                return compute_at_moment(self.groups, MomentContext(targets, ts, state, self.artefacts))
+                moment = moment_features(self.groups, MomentContext(targets, ts, state, self.artefacts))
+                return FeatureRows(targets["user_id"].to_list(), targets["item_id"].to_list(),
+                                   moment.matrix(self.ranker.features), moment=moment)
             if log is None:
                 raise ValueError("features_of: targets earlier than the state's last event need the log")
         context = FeatureContext(targets, self.log if log is None else log, self.items, self.artefacts, totals)
-        return compute_features(self.groups, context)
+        frame = compute_features(self.groups, context)
+        return FeatureRows(frame["user_id"].to_list(), frame["item_id"].to_list(), self.ranker.matrix(frame), frame=frame)
 
     def score(self, frame: pl.DataFrame, ts: datetime | None = None, num_threads: int = 0) -> np.ndarray:
         """One finite score per row of `frame` (user_id, item_id), higher = more relevant."""
         if frame.height == 0:
             return np.zeros(0)
-        feats = self.features(frame, ts)
-        scored = feats.select("user_id", "item_id").with_columns(
-            score=pl.Series(self.ranker.predict(feats, num_threads=num_threads), dtype=pl.Float64)
-        )
+        pairs = frame.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)).unique(maintain_order=True)
+        targets = pairs.with_columns(request_id=pl.col("user_id"), ts=pl.lit(ts or self.as_of).cast(pl.Datetime("us", "UTC")))
+        rows = self.rows_of(targets, log=self.log, state=self.log_state()) if self.has_twins else self.rows_of(targets)
+        scored = pairs.with_columns(score=pl.Series(self.ranker.predict(rows.values, num_threads=num_threads), dtype=pl.Float64))
         joined = frame.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)).join(
             scored, on=["user_id", "item_id"], how="left", maintain_order="left"
         )

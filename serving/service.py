@@ -6,10 +6,13 @@ layers over this class, so tests can drive it directly too.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
+import queue
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +21,7 @@ from serving.api_models import FeedbackRequest, FeedbackResponse, Health, ModelI
 from serving.eventlog import JsonlLog
 from serving.online import OnlineState
 from serving.ranking import Ask, RankingModel, served_record
+from recsys.stopwatch import stage
 from serving.refs import is_registry_ref, resolve
 
 log = logging.getLogger(__name__)
@@ -93,7 +97,7 @@ class RankingService:
                                  compact_bytes=settings.compact_bytes)
         for model in self.arms.values():  # counters built now, not on the first request
             model.catch_up(self.state.snapshot())
-        self.served = JsonlLog(state_dir / SERVED_FILE)
+        self.served = ServedWriter(JsonlLog(state_dir / SERVED_FILE))
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -110,12 +114,14 @@ class RankingService:
             seen[item_id] = n
 
     def rank(self, req: RankRequest) -> RankResponse:
-        self.check(req)
+        with stage("validate"):
+            self.check(req)
         return self.rank_many([req])[0]
 
     def rank_many(self, reqs: list[RankRequest]) -> list[RankResponse]:
         """Checked requests, ranked together per arm (one feature pass, one LightGBM call)."""
-        snapshot = self.state.refresh()
+        with stage("refresh"):
+            snapshot = self.state.refresh()
         now = self.state.now()
         arms = [arm_of(r.user_id, self.settings) for r in reqs]
         responses: list[RankResponse | None] = [None] * len(reqs)
@@ -125,17 +131,23 @@ class RankingService:
             asks = [Ask(reqs[n].user_id, reqs[n].item_ids, _utc(reqs[n].context.ts) if reqs[n].context.ts else now,
                         min(reqs[n].top_k or len(reqs[n].item_ids), len(reqs[n].item_ids)), reqs[n].explain) for n in which]
             rankings = model.rank_many(snapshot, asks)
-            records = []
+            served = []
             for n, ask, ranking in zip(which, asks, rankings):
                 req, request_id = reqs[n], uuid.uuid4().hex
-                records.append(served_record(request_id, arm, model.info.version, ask.ts, req.user_id, ranking,
-                                             model.feature_names, req.context.model_dump(mode="json")))
-                responses[n] = RankResponse(
-                    request_id=request_id, user_id=req.user_id, arm=arm, model_version=model.info.version, ts=ask.ts,
-                    known_user=ranking.known_user,
-                    unknown_items=sum(1 for i in req.item_ids if i not in model.catalog), items=ranking.items,
-                )
-            self.served.append(records, durable=False)
+                served.append((request_id, ask.ts, req.user_id, ranking, req.context.model_dump(mode="json")))
+                with stage("response"):
+                    responses[n] = RankResponse(
+                        request_id=request_id, user_id=req.user_id, arm=arm, model_version=model.info.version, ts=ask.ts,
+                        known_user=ranking.known_user,
+                        unknown_items=sum(1 for i in req.item_ids if i not in model.catalog), items=ranking.items,
+                    )
+
+            def records(arm: str = arm, model: RankingModel = model, served: list = served) -> list[dict]:
+                return [served_record(request_id, arm, model.info.version, ts, user_id, ranking, model.feature_names, context)
+                        for request_id, ts, user_id, ranking, context in served]
+
+            with stage("served_log"):
+                self.served.put(records)
         return responses  # type: ignore[return-value]
 
     def feedback(self, req: FeedbackRequest) -> FeedbackResponse:
@@ -219,7 +231,68 @@ class RankingService:
         self._watcher.start()
 
     def stop(self) -> None:
+        """Stop watching aliases and write out every served record still queued."""
         self._stop.set()
+        self.served.close()
+
+
+class ServedWriter:
+    """The served-features log written off the request path: a request queues a function that
+    makes its records (one JSON line holds every candidate's features: ~2 ms of encoding), a
+    thread builds and appends them in batches. No record is lost on a clean stop: `close` (from
+    `RankingService.stop`, and at interpreter exit) writes out the queue before it returns; a
+    writer `max_pending` batches behind makes requests wait for room rather than drop records."""
+
+    def __init__(self, log: JsonlLog, max_pending: int = 256) -> None:
+        self.log = log
+        self._queue: queue.Queue[Callable[[], list[dict]] | None] = queue.Queue(max_pending)
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="served-log", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def put(self, records: Callable[[], list[dict]]) -> None:
+        if self._closed:  # after close: write in the caller, as before the writer existed
+            self._write([records])
+            return
+        self._queue.put(records)
+
+    def flush(self) -> None:
+        """Return when everything queued so far is in the file."""
+        self._queue.join()
+
+    def close(self, timeout: float = 30.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+        atexit.unregister(self.close)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while batch[-1] is not None and len(batch) < 64:  # whatever else is waiting: one write
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            makers = [b for b in batch if b is not None]
+            try:
+                self._write(makers)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+            if batch[-1] is None:
+                return
+
+    def _write(self, makers: list[Callable[[], list[dict]]]) -> None:
+        try:
+            rows = [r for make in makers for r in make()]
+            if rows:
+                self.log.append(rows, durable=False)
+        except Exception:  # the served log is best effort: a failed write must not stop the writer
+            log.exception("served-features log: %d request(s) not written to %s", len(makers), self.log.path)
 
 
 def _utc(ts: datetime) -> datetime:

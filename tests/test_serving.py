@@ -193,7 +193,8 @@ def test_ab_arms_are_sticky_recorded_and_reported(runs: dict, tmp_path: Path) ->
     users = [f"shopper{n}" for n in range(2000)]
     share = np.mean([arm_of(u, settings) == "challenger" for u in users])
     assert 0.27 < share < 0.33
-    client = client_for(RankingService(settings))
+    service = RankingService(settings)
+    client = client_for(service)
     clicks = {"champion": 0, "challenger": 0}
     shown = {"champion": 0, "challenger": 0}
     for user in ["user0", "user1", "user2", "user3", "user4", "user5", "user6", "user8"]:
@@ -204,6 +205,7 @@ def test_ab_arms_are_sticky_recorded_and_reported(runs: dict, tmp_path: Path) ->
         assert client.post("/v1/feedback", json={"events": events}).status_code == 200
         clicks[body["arm"]] += 1
         shown[body["arm"]] += 4
+    service.served.flush()  # the served-features log is written off the request path
     table, _ = arm_ctr(tmp_path)
     for row in table.iter_rows(named=True):
         assert row["impressions"] == shown[row["arm"]] and row["clicks"] == clicks[row["arm"]]
