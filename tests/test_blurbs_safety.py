@@ -56,6 +56,7 @@ def test_a_capitalised_hyphenated_source_word_is_not_an_invented_entity() -> Non
         ("A minimalist red ceramic mug from Zephyrco that holds 350 ml.", "invented_entity"),
         ("I bought this red mug by Northwind for my tea and love it.", "first_person"),
         ("The Northwind Minimalist Red Ceramic Mug.", "title_repeat"),
+        ("A great deal, just right for anyone at all.", "vacuous"),
         ("Made for tea, it holds 350 ml and is dishwasher safe.", "copied_source"),
         ("A red mug red mug red mug by Northwind for tea.", "repetition"),
         ("A red ceramic mug made with love and love by Northwind.", "repetition"),

@@ -150,7 +150,7 @@ class FaithfulSampler:
     """Test double for the zero-shot candidates: a faithful line that says more than the title."""
 
     def generate(self, titles: list[str], texts: list[str]) -> list[str]:
-        return ["A good pick for anyone who wants something made for daily use." for _ in titles]
+        return [f"A good pick for anyone who wants a {t.split()[-1].lower()} made for daily use." for t in titles]
 
 
 def test_finetune_runs_locally_changes_the_version_and_is_reused(tiny_llama: Path, tmp_path: Path,
@@ -182,15 +182,16 @@ def test_click_weighting_shapes_the_examples(tmp_path: Path) -> None:
 
     synth(SynthConfig(users=80, items=20, days=5, seed=4), tmp_path / "shop")
     data = load_dataset(tmp_path / "shop")
-    good = "A good pick for anyone who wants something made for daily use."
-    cands = {i: ["Red mug.", good] for i in data.items["item_id"]}  # the first fails (too short): the second is kept
+    good = {i: f"A good pick for anyone who wants a {t.split()[-1].lower()} made for daily use."
+            for i, t in zip(data.items["item_id"], data.items["title"])}
+    cands = {i: ["Red mug.", good[i]] for i in data.items["item_id"]}  # the first fails (too short): the second is kept
     weighted = build_examples(data.items, data.events, BlurbConfig(click_weighting="ctr_weight", train_items=10), Rules(), cands)
     token = build_examples(data.items, data.events, BlurbConfig(click_weighting="ctr_token", train_items=10), Rules(), cands)
     plain = build_examples(data.items, data.events, BlurbConfig(click_weighting="none", train_items=10), Rules(), cands)
     assert weighted["weight"].mean() == pytest.approx(1.0) and weighted["weight"].std() > 0
     assert set(token["ctr_bucket"]) == {"low", "mid", "high"} and (token["weight"] == 1.0).all()
     assert plain["ctr_bucket"].is_null().all() and (plain["weight"] == 1.0).all()
-    assert weighted.height == 10 and set(weighted["target"]) == {good}
+    assert weighted.height == 10 and all(t == good[i] for i, t in zip(weighted["item_id"], weighted["target"]))
 
 
 def test_targets_are_candidates_that_pass_not_copies_of_the_source() -> None:

@@ -74,7 +74,7 @@ PII_REASONS = {"email": "pii_email", "phone": "pii_phone", "url": "pii_url", "tw
 SAFETY_ORDER = ("empty", "blocklist", "profanity", "pii_email", "pii_phone", "pii_url", "pii_handle",
                 "pii_credential", "pii_number", "invented_number", "invented_colour", "invented_material",
                 "invented_size", "invented_claim", "invented_attribute", "invented_brand", "invented_entity", "first_person",
-                "title_repeat", "copied_source", "repetition", "too_long", "too_short", "truncated")
+                "title_repeat", "vacuous", "copied_source", "repetition", "too_long", "too_short", "truncated")
 FAITHFULNESS_REASONS = frozenset(r for r in SAFETY_ORDER if r.startswith("invented_"))
 PII_CHECKS = frozenset(r for r in SAFETY_ORDER if r.startswith("pii_"))
 
@@ -327,6 +327,13 @@ def repeats_title(blurb: str, title: str, min_new_words: int = 3) -> bool:
     return len(new) < min_new_words
 
 
+def is_vacuous(blurb: str, source: str) -> bool:
+    """No content word of the blurb is about the item ("A great deal, just like that!"): it could
+    stand under any item, so it tells a customer nothing."""
+    src = _tokens(source)
+    return not any(w in src or w.rstrip("s") in src for w in content_words(blurb))
+
+
 def copies_source(blurb: str, source: str, title: str = "") -> bool:
     """The blurb is one run of the source's words (a sentence copied, not written), beyond the title."""
     b = [w.lower() for w in words(blurb)]
@@ -353,6 +360,8 @@ def problems(blurb: str, source: str, rules: Rules, title: str = "") -> list[str
         found.append("first_person")  # a customer's voice, not the shop's
     if title and repeats_title(blurb, title, rules.min_new_words):
         found.append("title_repeat")
+    if is_vacuous(blurb, source):
+        found.append("vacuous")
     if copies_source(blurb, source, title):
         found.append("copied_source")
     if is_repetitive(blurb):
