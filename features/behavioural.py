@@ -126,11 +126,7 @@ def item_popularity_at(ctx: MomentContext) -> MomentValues:
         if counts is None:
             rows[key] = (0.0, 0.0, 0.0, 0.0, 0.0, np.nan, np.nan if created is None else created, 1.0)
             continue
-        trail = counts.trail
-        c_all, s_all = trail.counts(t)
-        c_1d, _ = trail.counts(t, t - DAY_US)
-        c_7d, s_7d = trail.counts(t, t - WEEK_US)
-        first = int(trail.ts[0]) if len(trail.ts) and trail.ts[0] < t else None
+        c_1d, c_7d, c_all, s_7d, s_all, first = counts.trail.popularity(t, t - DAY_US, t - WEEK_US)
         since = created if created is not None else first
         last = counts.last_click
         rows[key] = (c_1d, c_7d, c_all, s_7d, s_all, np.nan if last is None else last, np.nan if since is None else since,
@@ -300,11 +296,14 @@ def _short(window: timedelta) -> timedelta:
 def item_trend_at(ctx: MomentContext) -> MomentValues:
     window = recent_window(ctx)
     items, none = ctx.state.items, [0.0, 0.0, 0.0]
-    rows = []
-    for item, t in zip(ctx.targets["item_id"].to_list(), ctx.ts.tolist()):
-        counts = items.get(item)
-        rows.append(counts.trail.clicks_since(t, (t - window, t - 2 * window, t - window // 8)) if counts else none)
-    c_r, c_r2, short = np.array(rows, dtype=np.float64).reshape(-1, 3).T
+    done: dict[tuple[str, int], list[float]] = {}  # batch scoring asks for an item many times at one moment
+    keys = list(zip(ctx.targets["item_id"].to_list(), ctx.ts.tolist()))
+    for key in keys:
+        if key not in done:
+            counts = items.get(key[0])
+            t = key[1]
+            done[key] = counts.trail.clicks_since(t, (t - window, t - 2 * window, t - window // 8)) if counts else none
+    c_r, c_r2, short = np.array([done[key] for key in keys], dtype=np.float64).reshape(-1, 3).T
     total, _ = ctx.state.everything.counts_many(ctx.ts, ctx.ts - window)
     return {
         "item_clicks_recent": c_r,

@@ -66,6 +66,15 @@ class Trail:
         start = 0 if since is None else bisect.bisect_left(ts, since)
         return cum[end] - cum[start], float(end - start)
 
+    def popularity(self, before: int, day: int, week: int) -> tuple[float, float, float, float, float, int | None]:
+        """(clicks since `day`, clicks since `week`, clicks ever, impressions since `week`,
+        impressions ever, the first event's time if before `before`), all before `before`."""
+        ts, cum = self._lists
+        end = bisect.bisect_left(ts, before)
+        d, w = bisect.bisect_left(ts, day), bisect.bisect_left(ts, week)
+        first = ts[0] if ts and ts[0] < before else None
+        return cum[end] - cum[d], cum[end] - cum[w], cum[end] - cum[0], float(end - w), float(end), first
+
     def clicks_since(self, before: int, sinces: tuple[int, ...]) -> list[float]:
         """Clicks of events with ts in [since, before), for each of `sinces`."""
         ts, cum = self._lists

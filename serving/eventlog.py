@@ -60,13 +60,15 @@ class JsonlLog:
         self.unreadable = 0
         self.dropped = 0  # rows of best-effort appends refused by a full disk
 
+    encode = staticmethod(encode)  # rows -> lines; the served-features log encodes with orjson (serving/service.py)
+
     def append(self, rows: list[dict[str, Any]], durable: bool = True) -> int:
         """Write rows as one block; returns the file size after the write. `durable`: fsynced
         before returning, and a full disk raises StorageFull; otherwise (the served-features log)
         best effort: a full disk drops the rows with a warning, ranking goes on."""
         fd = open_locked(self.path)
         try:
-            return self._write(fd, encode(rows), durable)
+            return self._write(fd, self.encode(rows), durable)
         except OSError as err:
             if err.errno not in FULL:
                 raise

@@ -194,11 +194,12 @@ def targets_of(asks: list[Ask]) -> tuple[pl.DataFrame, np.ndarray]:
 
 def served_record(request_id: str, arm: str, version: str | None, ts: datetime, user_id: str, ranking: Ranking,
                   feature_names: list[str], context: dict) -> dict:
-    """One served-features log line: every candidate's feature values and score, columnar."""
+    """One served-features log line: every candidate's feature values and score, columnar, as
+    numpy arrays (serving.service.ServedLog writes them with orjson: NaN = null)."""
     return {
         "request_id": request_id, "arm": arm, "model_version": version, "ts": ts.isoformat(), "user_id": user_id,
-        "context": context, "item_ids": ranking.item_ids, "scores": [float(s) for s in ranking.scores],
+        "context": context, "item_ids": ranking.item_ids, "scores": np.ascontiguousarray(ranking.scores, dtype=np.float64),
         "shown": [i.item_id for i in ranking.items],
-        "features": {f: [None if v != v else v for v in ranking.values[:, j].tolist()] for j, f in enumerate(feature_names)},  # NaN = null
+        "features": dict(zip(feature_names, np.ascontiguousarray(ranking.values.T, dtype=np.float64))),
     }
 
