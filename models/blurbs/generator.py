@@ -125,6 +125,7 @@ class GeneratorSpec:
     threads: int = 2
     compact: bool = False  # facts-only prompt (fine-tuned generators)
     quantize: bool = False  # int8 dynamic quantisation of the linear layers (CPU)
+    bf16: bool = False  # bfloat16 weights and activations at generation
 
     @property
     def uncased(self) -> bool:
@@ -148,7 +149,7 @@ def make_spec(cfg: BlurbConfig, kind: str, base_dir: Path, base_version: str, ad
                          adapter_dir=str(adapter[0]) if adapter else None, ctr_bucket=ctr_bucket,
                          max_new_tokens=cfg.max_new_tokens, max_source_tokens=cfg.max_source_tokens,
                          greedy=greedy, seed=cfg.seed + round_, temperature=temp, top_p=cfg.top_p,
-                         threads=cfg.threads_per_actor, compact=compact, quantize=cfg.quantize)
+                         threads=cfg.threads_per_actor, compact=compact, quantize=cfg.quantize, bf16=cfg.bf16)
 
 
 def load_seq2seq(folder: Path) -> tuple[Any, Any]:
@@ -184,13 +185,13 @@ def load_causal(base_dir: Path, adapter_dir: str | None) -> tuple[Any, Any]:
 
 # Loaded models by (kind, base, adapter, quantize): retry rounds and target sampling differ only in
 # decoding settings, so they reuse the weights instead of loading them again (seconds each).
-_MODELS: dict[tuple[str, str, str | None, bool], tuple[Any, Any]] = {}
+_MODELS: dict[tuple[str, str, str | None, bool, bool], tuple[Any, Any]] = {}
 
 
-def _loaded(kind: str, base_dir: str, adapter_dir: str | None, quantize: bool) -> tuple[Any, Any]:
+def _loaded(kind: str, base_dir: str, adapter_dir: str | None, quantize: bool, bf16: bool = False) -> tuple[Any, Any]:
     import torch
 
-    key = (kind, base_dir, adapter_dir, quantize)
+    key = (kind, base_dir, adapter_dir, quantize, bf16)
     if key in _MODELS:
         return _MODELS[key]
     if kind == "causal":
@@ -208,6 +209,8 @@ def _loaded(kind: str, base_dir: str, adapter_dir: str | None, quantize: bool) -
         with warnings.catch_warnings():  # torch.ao's deprecation notice; the API still works in 2.13
             warnings.simplefilter("ignore")
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    elif bf16:
+        model = model.to(torch.bfloat16)
     if len(_MODELS) >= 2:
         _MODELS.pop(next(iter(_MODELS)))
     _MODELS[key] = (tokenizer, model)
@@ -223,7 +226,7 @@ class HFGenerator:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         torch.set_num_threads(max(1, spec.threads))
         self.spec = spec
-        self.tokenizer, self.model = _loaded(spec.kind, spec.base_dir, spec.adapter_dir, spec.quantize)
+        self.tokenizer, self.model = _loaded(spec.kind, spec.base_dir, spec.adapter_dir, spec.quantize, spec.bf16)
 
     def clip(self, text: str) -> str:
         """Cut the description (not the prompt) to max_source_tokens, so the instruction survives."""
