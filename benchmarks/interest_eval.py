@@ -1,6 +1,6 @@
 """Proof that the interest model learns: test AUC / nDCG@10 against zero-shot, popularity, oracle.
 
-    .venv/bin/python benchmarks/interest_eval.py --datasets synth,movielens,mind --out runs/interest_eval
+    .venv/bin/python benchmarks/interest_eval.py --datasets news,synth,movielens,mind --out runs/interest_eval
 
 `--synth sessions_per_user=20` draws a denser synthetic shop from the same generator (same items,
 4x the sessions): the default shop's ~5 sessions per user leave too few clicks per user to learn
@@ -35,7 +35,7 @@ from models.interest.config import InterestConfig  # noqa: E402
 from models.interest.samples import request_histories, requests_of, train_lists  # noqa: E402
 from models.interest.scorer import InterestScorer  # noqa: E402
 from models.interest.text import item_texts  # noqa: E402
-from models.interest.train import run, zero_shot  # noqa: E402
+from models.interest.train import BASE_VECTORS_FILE, run, zero_shot  # noqa: E402
 from recsys.baselines import OracleScorer, fit_popularity  # noqa: E402
 from recsys.dataset import Dataset, load_dataset  # noqa: E402
 from recsys.metrics import mean_with_ci, per_request, summarize  # noqa: E402
@@ -55,6 +55,10 @@ def prepare(name: str, root: Path, synth_cfg: SynthConfig) -> Dataset:
     if not manifest.exists():
         if name == "synth":
             synth(synth_cfg, out)
+        elif name == "news":
+            from recsys.synth_news import NewsConfig, synth_news
+
+            synth_news(NewsConfig(), out)
         elif name == "movielens":
             from recsys.importers.movielens import import_movielens
 
@@ -65,7 +69,7 @@ def prepare(name: str, root: Path, synth_cfg: SynthConfig) -> Dataset:
             mind = SHARED / "mind-sample"
             import_mind(mind / "behaviors.tsv", mind / "news.tsv", out, unknown_items="placeholder")
         else:
-            raise SystemExit(f"unknown dataset {name!r}; expected synth, movielens or mind")
+            raise SystemExit(f"unknown dataset {name!r}; expected synth, news, movielens or mind")
     return load_dataset(out)
 
 
@@ -178,7 +182,7 @@ def evaluate(name: str, root: Path, cfg: InterestConfig, synth_cfg: SynthConfig)
     data = prepare(name, root, synth_cfg)
     split = time_split(data.events)
     fine = run(cfg, data, split.train, split.valid, root / name / "fine")
-    zero = zero_shot(cfg, data, split.train, split.valid, root / name / "zero")
+    zero = zero_shot(cfg, data, split.train, split.valid, root / name / "zero", base_vectors=fine / BASE_VECTORS_FILE)
     frame = test_frame(split, cfg.history_len)
     scores: dict[str, np.ndarray] = {}
     speed = {}
@@ -187,6 +191,7 @@ def evaluate(name: str, root: Path, cfg: InterestConfig, synth_cfg: SynthConfig)
     scores["popularity"] = fit_popularity(pl.concat([split.train, split.valid])).score(frame)
     if data.ground_truth is not None:
         scores["oracle"] = OracleScorer(data.ground_truth).score(frame)
+    if name == "synth":  # the shop's true attributes
         scores["attributes (history-only ceiling)"] = attribute_ceiling(data, split, frame, cfg)
     # cold = never shown in the training period (the model never trained on them); "no impression
     # before test" leaves too few test requests with a click and a non-click among such items
@@ -227,7 +232,7 @@ def show(report: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default="synth,movielens,mind")
+    parser.add_argument("--datasets", default="news,synth,movielens,mind")
     parser.add_argument("--out", type=Path, default=Path("runs/interest_eval"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="InterestConfig override, e.g. --set max_train_samples=800")

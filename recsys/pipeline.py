@@ -76,10 +76,18 @@ def _write_state(data: Dataset, periods: Periods, run_dir: Path) -> None:
 
 
 def _run_interest(cfg: RunConfig, data: Dataset, periods: Periods, split_valid: pl.DataFrame, out: Path) -> None:
+    from models.interest.train import BASE_VECTORS_FILE, REPLAY_DIR
     from models.interest.train import run as train_interest
 
-    train_events = data.events.filter(pl.col("ts") < periods.interest_end)
-    train_interest(interest_config(cfg), data, train_events, split_valid, out)
+    icfg = interest_config(cfg)
+    # the served model learns from every click of the training period...
+    train_interest(icfg, data, data.events.filter(pl.col("ts") < periods.valid_start), split_valid, out)
+    if periods.interest_end < periods.valid_start:
+        # ...and the ranker's training groups, replayed inside that period, are scored by a twin
+        # that learnt only from clicks before the first of them: no group's labels were its
+        # training targets, so the ranker does not learn to trust an in-sample score
+        train_interest(icfg, data, data.events.filter(pl.col("ts") < periods.interest_end), split_valid,
+                       out / REPLAY_DIR, base_vectors=out / BASE_VECTORS_FILE)
 
 
 def _write_topics(run_dir: Path) -> None:

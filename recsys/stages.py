@@ -102,15 +102,30 @@ def features_stage(cfg_json: str, data_dir: str, run_dir: str) -> dict[str, int]
     periods = plan_periods(cfg, split, data.events)
     groups = build_groups(cfg, data, split, periods)
     artefacts = load_artefacts(Path(run_dir), cfg)
+    replayed = _replay_artefacts(artefacts, Path(run_dir))
     out = Path(run_dir) / "features"
     out.mkdir(parents=True, exist_ok=True)
     sizes = {}
     for name, targets in groups.items():
         log.info("features: %s groups, %d rows", name, targets.height)
-        ctx = FeatureContext(targets, data.events, data.items, artefacts)
+        ctx = FeatureContext(targets, data.events, data.items, replayed if name == "train" else artefacts)
         compute_features(resolve(cfg.features), ctx).write_parquet(out / f"{name}.parquet")
         sizes[name] = targets.height
     return sizes
+
+
+def _replay_artefacts(artefacts: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The artefacts for the ranker's training groups: the interest model's twin trained before
+    the first replayed cutoff (see pipeline._run_interest), where the run has one."""
+    from models.interest.train import METRICS_FILE, REPLAY_DIR
+
+    twin = run_dir / "interest" / REPLAY_DIR
+    if "interest" not in artefacts or not (twin / METRICS_FILE).exists():
+        return artefacts
+    from models.interest.scorer import InterestScorer
+    from serving.artefacts import TextVectorCache
+
+    return {**artefacts, "interest": TextVectorCache(InterestScorer.load(twin), [], np.zeros((0, 0), np.float32))}
 
 
 def evaluate_frame(frame: pl.DataFrame, scores: np.ndarray, resamples: int = 1000) -> dict[str, dict[str, float]]:

@@ -174,11 +174,12 @@ def _log_run(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any], dat
             mlflow.set_tag("shipped", metrics["gate"]["shipped"])
         for model, table in metrics["comparison"].items():
             mlflow.log_metric(f"test_ndcg_at_10_{model}", table["ndcg@10"]["mean"])
+        _log_interest_curves(run_dir / "interest" / "metrics.json")
         for key, value in metrics.get("stages", {}).items():
             if isinstance(value, (int, float)):
                 mlflow.log_metric(f"stage_{metric_key(key)}", value)
         for artefact in ("config.json", "metrics.json", "ranker/curves.png", "ranker/importance.png", "ranker/importance.csv",
-                         "blurbs/quality.json", "blurbs/samples.csv", "interest/metrics.json"):
+                         "blurbs/quality.json", "blurbs/samples.csv", "interest/metrics.json", "interest/curves.png"):
             if (run_dir / artefact).exists():
                 mlflow.log_artifact(str(run_dir / artefact), artifact_path=str(Path(artefact).parent) if "/" in artefact else None)
         x = ranker.matrix(sample)
@@ -190,6 +191,20 @@ def _log_run(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any], dat
     aliases = update_aliases(name, version, metrics["ranker"]["test"]["ndcg@10"]["mean"], data_hash)
     return {"run_id": run.info.run_id, "model": name, "version": version, "aliases": aliases,
             "experiment_id": experiment_id, "tracking_uri": uri, "seconds": round(time.perf_counter() - began, 2)}
+
+
+def _log_interest_curves(path: Path) -> None:
+    """The interest model's learning, one MLflow point per validation (step 0 = pretrained)."""
+    import mlflow
+
+    if not path.exists():
+        return
+    history = json.loads(path.read_text()).get("epochs", [])
+    for entry in history:
+        for key in ("valid_auc", "valid_ndcg@10", "train_loss"):
+            value = entry.get(key)
+            if isinstance(value, (int, float)) and value == value:
+                mlflow.log_metric(f"interest_{metric_key(key)}", float(value), step=int(entry.get("step", 0)))
 
 
 def update_aliases(name: str, version: str, test_ndcg: float, data_hash: str) -> list[str]:

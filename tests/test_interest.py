@@ -204,13 +204,42 @@ def test_fine_tuning_learns_colour_taste(ray_local: str, tmp_path: Path) -> None
     data, red, blue = colour_shop(tmp_path)
     split = time_split(data.events)
     cfg = replace(TINY, max_steps=None, epochs=3, batch_size=16, max_train_samples=None, lr=2e-3, patience=3,
-                  trainable_layers=2)
+                  trainable_layers=2, projection=False, history_grad=False, select_metric="mean")
     before = colour_margin(zero_shot(cfg, data, split.train, split.valid, tmp_path / "zero"), red, blue)
     fine = run(cfg, data, split.train, split.valid, tmp_path / "fine")
     assert json.loads((fine / "metrics.json").read_text())["kept"] == "fine-tuned"
     after = colour_margin(fine, red, blue)
     assert after[0] > 0 and after[1] > 0, f"margins after fine-tuning {after}"
     assert sum(after) > sum(before), f"fine-tuned {after} vs untrained {before}"
+
+
+def test_adaptor_learns_colour_taste_and_its_vectors_match_the_encoder(ray_local: str, tmp_path: Path) -> None:
+    """The default adaptor (encoder frozen, projection + user tower trained over vectors computed
+    once) learns the red/blue taste, and the item vectors it writes from the cached pretrained
+    vectors are the ones the saved model gives any text (cold items are scored the same way)."""
+    from models.interest.scorer import InterestScorer
+    from models.interest.text import item_texts
+    from models.interest.train import BASE_VECTORS_FILE, run, zero_shot
+
+    data, red, blue = colour_shop(tmp_path)
+    split = time_split(data.events)
+    # ~15 valid requests: too few for the paired significance test (tested on its own below)
+    cfg = replace(TINY, max_steps=None, epochs=6, batch_size=16, lr=3e-3, patience=6, valid_every=5,
+                  time_budget_s=60.0, gain_confidence=0.0)
+    assert cfg.trainable_layers == 0 and cfg.projection
+    fine = run(cfg, data, split.train, split.valid, tmp_path / "fine")
+    before = colour_margin(zero_shot(cfg, data, split.train, split.valid, tmp_path / "zero",
+                                     base_vectors=fine / BASE_VECTORS_FILE), red, blue)
+    metrics = json.loads((fine / "metrics.json").read_text())
+    assert metrics["kept"] == "fine-tuned", metrics["epochs"]
+    assert all("train_loss" in e for e in metrics["epochs"][1:]) and (fine / "curves.png").exists()
+    after = colour_margin(fine, red, blue)
+    assert after[0] > 0 and after[1] > 0 and sum(after) > sum(before), f"fine-tuned {after} vs untrained {before}"
+    scorer = InterestScorer.load(fine)
+    texts = item_texts(data.items)
+    cached = scorer.item_vectors(texts["item_id"].to_list())
+    assert np.allclose(cached, scorer.encode_texts(texts["item_text"].to_list()), atol=1e-5)
+    assert not np.allclose(cached, InterestScorer.load(tmp_path / "zero").item_vectors(texts["item_id"].to_list()), atol=1e-3)
 
 
 def test_pretrained_minilm_zero_shot_knows_colours(ray_local: str, tmp_path: Path) -> None:

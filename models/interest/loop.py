@@ -122,6 +122,18 @@ class ItemCache:
         if self.states.numel() * 4 > 1 << 30:  # > 1 GiB: halve it, at ~1e-3 relative error
             self.states = self.states.half()
 
+    @classmethod
+    def from_vectors(cls, n_texts: int, rows: list[int], vectors: np.ndarray) -> ItemCache:
+        """The adaptor's cache (no trainable layer): each item's pretrained pooled unit vector as a
+        one-token state, which `_pool` maps to itself before the projection."""
+        cache = cls.__new__(cls)
+        cache.rows = np.asarray(rows, dtype=np.int64)
+        cache.pos = np.full(n_texts, -1, dtype=np.int64)
+        cache.pos[cache.rows] = np.arange(len(rows))
+        cache.states = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).unsqueeze(1)
+        cache.mask = torch.ones((len(rows), 1), dtype=torch.long)
+        return cache
+
     def inputs(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(states, mask) of item rows, trimmed to their longest text."""
         idx = torch.from_numpy(self.pos[rows])
@@ -245,7 +257,10 @@ def train_loop(config: dict[str, Any]) -> None:
     if ckpt is None and config.get("resume_dir"):
         ckpt = ray.train.Checkpoint.from_directory(config["resume_dir"])
     started = time.perf_counter()
-    cache = ItemCache(model, tokenizer, texts, config["cache_rows"], cfg)  # before resuming: lower layers are frozen
+    if config.get("base_vectors") is not None:  # the adaptor: pretrained vectors computed once
+        cache = ItemCache.from_vectors(len(texts), config["cache_rows"], config["base_vectors"])
+    else:
+        cache = ItemCache(model, tokenizer, texts, config["cache_rows"], cfg)  # before resuming: lower layers are frozen
     state["cache_seconds"] = time.perf_counter() - started
     if ckpt is not None:
         with ckpt.as_directory() as d:
@@ -298,15 +313,31 @@ def train_loop(config: dict[str, Any]) -> None:
             low = gain_lower_bound(state.get("start_values", {}), values, world, cfg.gain_confidence, cfg.seed)
             metrics["gain_low"] = low
             significant = low > 0
-        state["history"].append({"epoch": state["epoch"], "step": state["step"], "model": "fine-tuned", **metrics})
-        if score > state["best"] + cfg.min_gain and significant:
-            state["best"], state["bad_epochs"], state["kept"] = score, 0, "fine-tuned"
-            state["best_step"] = state["step"]
-            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        train_loss = float(np.mean(losses)) if losses else float("nan")  # since the last validation
+        losses.clear()
+        seconds = state["train_seconds"]
+        state["history"].append({"epoch": state["epoch"], "step": state["step"], "model": "fine-tuned",
+                                 "train_loss": train_loss, "train_seconds": seconds,
+                                 "samples_per_s": state["samples"] / seconds if seconds > 0 else None, **metrics})
+        # patience counts validations without progress, significant or not: a gain takes a few
+        # validations to become significant on a few hundred requests, so training goes on meanwhile
+        start_score = selection_score(state["history"][0], cfg.select_metric)
+        if score > max(state.get("best_raw", start_score), start_score) + cfg.min_gain:
+            state["best_raw"], state["bad_epochs"] = score, 0
         else:
             state["bad_epochs"] += 1
+        if score > state["best"] + cfg.min_gain and significant:  # these weights are the ones shipped
+            state["best"], state["kept"] = score, "fine-tuned"
+            state["best_step"] = state["step"]
+            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     bank = None
+    losses: list[float] = []
+    budget = cfg.time_budget_s if cfg.time_budget_s is not None else math.inf
+
+    def over_budget() -> bool:
+        return state["train_seconds"] + (time.perf_counter() - started) >= budget
+
     negatives_rng = np.random.default_rng(cfg.seed + 7919 * rank + state["step"])  # resumes draw afresh
     while state["epoch"] < cfg.epochs and state["step"] < max_steps:
         model.train()
@@ -314,7 +345,7 @@ def train_loop(config: dict[str, Any]) -> None:
         for b, batch in enumerate(shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy")):
             if b < state["batch"]:
                 continue  # done before the checkpoint we resumed from
-            if state["step"] >= max_steps:
+            if state["step"] >= max_steps or over_budget():
                 break
             if not cfg.history_grad and (bank is None or state["step"] % cfg.bank_refresh_every == 0):
                 bank = cache.vectors(model, cfg.embed_batch_size)  # history vectors, refreshed now and then
@@ -328,6 +359,7 @@ def train_loop(config: dict[str, Any]) -> None:
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             optimizer.step()
+            losses.append(float(loss.detach()))
             state["step"] += 1
             state["batch"] = b + 1
             state["samples"] += len(batch["hist"]) * world
@@ -349,8 +381,9 @@ def train_loop(config: dict[str, Any]) -> None:
             judge()
         state["epoch"] += 1
         state["batch"] = 0
-        if state["bad_epochs"] > cfg.patience:
-            state["epoch"] = cfg.epochs  # early stop: a resumed run must not train further
+        if state["bad_epochs"] > cfg.patience or state["train_seconds"] >= budget:
+            state["stopped"] = "early stop" if state["bad_epochs"] > cfg.patience else "time budget"
+            state["epoch"] = cfg.epochs  # a resumed run must not train further
         last = state["history"][-1]
         save({"step": state["step"], "epoch": state["epoch"], "valid_auc": last["valid_auc"],
               "valid_ndcg@10": last["valid_ndcg@10"]})

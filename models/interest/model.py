@@ -143,6 +143,8 @@ class InterestModel(nn.Module):
         return create_bidirectional_mask(config=self.encoder.config, inputs_embeds=states, attention_mask=attention_mask)
 
     def _layers(self, states: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        if start >= stop:  # the adaptor: no layer to run
+            return states
         mask = self._mask(states, attention_mask)
         for layer in self.encoder.encoder.layer[start:stop]:
             out = layer(states, mask)

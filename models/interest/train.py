@@ -10,6 +10,7 @@ out_dir/
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -35,10 +36,12 @@ from recsys.raytools import ensure_ray
 
 log = logging.getLogger(__name__)
 MODEL_DIR, METRICS_FILE, UNKNOWN_USER_FILE, TRAIN_DIR = "model", "metrics.json", "unknown_user.npy", "ray_train"
+CURVES_FILE = "curves.png"
+REPLAY_DIR = "replay"  # the pipeline's twin trained before the ranker's replayed cutoffs
 
 
 def _fit(cfg: InterestConfig, lists: pl.DataFrame, texts: list[str], item_index: dict[str, int],
-         valid: pl.DataFrame, out_dir: Path) -> tuple[InterestModel, dict[str, Any]]:
+         valid: pl.DataFrame, out_dir: Path, base: np.ndarray | None = None) -> tuple[InterestModel, dict[str, Any]]:
     """Ray Train fine-tuning; returns the best model on valid nDCG@10 (the pretrained one when no
     epoch beat it) and the loop state."""
     import ray.data
@@ -49,10 +52,11 @@ def _fit(cfg: InterestConfig, lists: pl.DataFrame, texts: list[str], item_index:
     table = pa.table({"hist": pa.array(list(idx["hist"]), pa.list_(pa.int64())),
                       "cand": pa.array(list(idx["cand"]), pa.list_(pa.int64()))})
     train_ds = ray.data.from_arrow(table).materialize()
+    rows = needed_rows(idx, valid, item_index)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"cfg": cfg.to_dict(), "texts": texts, "item_index": item_index, "valid": valid,
-                           "cache_rows": needed_rows(idx, valid, item_index),
+                           "cache_rows": rows, "base_vectors": None if base is None else base[rows],
                            "resume_dir": _latest_checkpoint(out_dir / TRAIN_DIR)},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers,
                                                resources_per_worker={"CPU": cfg.cpus_per_worker}),
@@ -95,6 +99,49 @@ def _zero_shot(cfg: InterestConfig, texts: list[str], item_index: dict[str, int]
                    "history": [{"epoch": -1, "step": 0, "model": "pretrained", **metrics}]}
 
 
+BASE_VECTORS_FILE = "base_vectors.parquet"
+
+
+def _base_vectors(cfg: InterestConfig, text_table: pl.DataFrame, out_dir: Path, reuse: Path | None) -> np.ndarray:
+    """The pretrained encoder's unit vector of every item text (rows of text_table), computed once
+    with Ray Data (and reused by a second fit on the same catalog): the adaptor trains over them."""
+    ids = text_table["item_id"].to_list()
+    made_by = {"encoder": cfg.encoder, "max_len": cfg.max_len, "seed": cfg.seed,
+               "texts": hashlib.sha256("\n".join(text_table["item_text"].to_list()).encode()).hexdigest()}
+    target = out_dir / BASE_VECTORS_FILE
+    for path in ([reuse] if reuse is not None else []) + [target]:
+        sidecar = path.with_suffix(".json")
+        if path.exists() and sidecar.exists() and json.loads(sidecar.read_text()) == made_by:
+            saved_ids, mat = read_embeddings(path)
+            if path != target:
+                shutil.copyfile(path, target)
+                shutil.copyfile(sidecar, target.with_suffix(".json"))
+            order = {i: n for n, i in enumerate(saved_ids)}
+            return mat[[order[i] for i in ids]]
+    start_dir = out_dir / "pretrained.tmp"
+    shutil.rmtree(start_dir, ignore_errors=True)
+    torch.manual_seed(cfg.seed)
+    InterestModel(cfg, new_encoder(cfg)).save(start_dir, load_tokenizer())  # the projection starts as the identity
+    embed_items(text_table, start_dir, target, batch_size=cfg.embed_batch_size,
+                threads=cfg.torch_threads or (os.cpu_count() or 1), num_cpus=min(0.5, cfg.cpus_per_worker))
+    shutil.rmtree(start_dir, ignore_errors=True)
+    target.with_suffix(".json").write_text(json.dumps(made_by) + "\n")
+    return _base_vectors(cfg, text_table, out_dir, None)
+
+
+def _write_adapted(model: InterestModel, text_table: pl.DataFrame, base: np.ndarray, out_file: Path) -> None:
+    """item_embeddings.parquet from the pretrained vectors through the trained projection: the
+    same vectors `encode` gives (pooled, normalised, projected, normalised), without a second
+    pass of the encoder over the catalog."""
+    with torch.no_grad():
+        vecs = torch.from_numpy(base)
+        if model.projection is not None:
+            vecs = torch.nn.functional.normalize(model.projection(vecs), dim=-1)
+    mat = vecs.numpy().astype(np.float32)
+    pl.DataFrame({"item_id": text_table["item_id"],
+                  "embedding": pl.Series(mat, dtype=pl.Array(pl.Float32, mat.shape[1]))}).sort("item_id").write_parquet(out_file)
+
+
 def _unknown_user(train: pl.DataFrame, out_dir: Path) -> np.ndarray:
     """Fallback user = unit click-weighted mean of the item vectors clicked in training: the
     typical taste, so an unknown user is ranked towards what people generally click."""
@@ -107,8 +154,9 @@ def _unknown_user(train: pl.DataFrame, out_dir: Path) -> np.ndarray:
 
 
 def run(cfg: InterestConfig, data: Dataset, train_events: pl.DataFrame, valid_events: pl.DataFrame,
-        out_dir: Path) -> Path:
-    """Fine-tune on train_events, validate on valid_events, write model/, item vectors, metrics."""
+        out_dir: Path, base_vectors: Path | None = None) -> Path:
+    """Fine-tune on train_events, validate on valid_events, write model/, item vectors, metrics.
+    `base_vectors`: another run's base_vectors.parquet of the same catalog, reused by the adaptor."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -119,11 +167,13 @@ def run(cfg: InterestConfig, data: Dataset, train_events: pl.DataFrame, valid_ev
     lists = train_lists(train_events, cfg.history_len, cfg.negatives, cfg.seed, cfg.max_train_samples)
     model_dir = out_dir / MODEL_DIR
     ensure_ray()
+    adaptor = cfg.trainable_layers == 0
+    base = _base_vectors(cfg, text_table, out_dir, base_vectors) if adaptor else None
     if not (model_dir / CONFIG_FILE).exists():  # config is written last: a complete model/ is reused
         if cfg.max_steps == 0 or lists.height == 0:
             model, state = _zero_shot(cfg, texts, item_index, valid)
         else:
-            model, state = _fit(cfg, lists, texts, item_index, valid, out_dir)
+            model, state = _fit(cfg, lists, texts, item_index, valid, out_dir, base)
         tmp = out_dir / (MODEL_DIR + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         model.save(tmp, load_tokenizer())
@@ -131,8 +181,11 @@ def run(cfg: InterestConfig, data: Dataset, train_events: pl.DataFrame, valid_ev
         shutil.rmtree(model_dir, ignore_errors=True)
         tmp.rename(model_dir)
     state = torch.load(model_dir / "train_state.pt", weights_only=False)
-    embed_items(text_table, model_dir, out_dir / EMBEDDINGS_FILE, batch_size=cfg.embed_batch_size,
-                threads=cfg.torch_threads or (os.cpu_count() or 1), num_cpus=min(0.5, cfg.cpus_per_worker))
+    if base is not None:
+        _write_adapted(InterestModel.load(model_dir)[0], text_table, base, out_dir / EMBEDDINGS_FILE)
+    else:
+        embed_items(text_table, model_dir, out_dir / EMBEDDINGS_FILE, batch_size=cfg.embed_batch_size,
+                    threads=cfg.torch_threads or (os.cpu_count() or 1), num_cpus=min(0.5, cfg.cpus_per_worker))
     np.save(model_dir / UNKNOWN_USER_FILE, _unknown_user(train_events, out_dir))
     _write_metrics(out_dir, cfg, state, lists.height, valid, time.perf_counter() - started)
     return out_dir
@@ -159,11 +212,39 @@ def _write_metrics(out_dir: Path, cfg: InterestConfig, state: dict[str, Any], n_
         "wall_seconds": wall, "config": cfg.to_dict(),
     }
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
+    plot_curves(epochs, out_dir / CURVES_FILE)
+    log.info("interest: kept %s weights; %d samples in %.0f s (%s samples/s); valid AUC %.4f",
+             kept, metrics["train_samples"], seconds, f"{metrics['train_samples_per_s']:.0f}" if seconds else "-",
+             metrics["valid_auc"] if metrics["valid_auc"] is not None else float("nan"))
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
+    """Valid AUC / nDCG@10 and train loss per validation step (step 0 = the pretrained start)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [e.get("step", 0) for e in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for key, label in (("valid_auc", "valid AUC"), ("valid_ndcg@10", "valid nDCG@10")):
+        left.plot(steps, [e.get(key) for e in history], marker="o", label=label)
+    left.set_xlabel("step")
+    left.legend()
+    left.set_title("interest model: validation (step 0 = pretrained)")
+    loss = [(e["step"], e["train_loss"]) for e in history if e.get("train_loss") is not None]
+    right.plot([s for s, _ in loss], [v for _, v in loss], marker="o", color="tab:red")
+    right.set_xlabel("step")
+    right.set_title("train loss (mean since the previous validation)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
 
 
 def zero_shot(cfg: InterestConfig, data: Dataset, train_events: pl.DataFrame, valid_events: pl.DataFrame,
-              out_dir: Path) -> Path:
+              out_dir: Path, base_vectors: Path | None = None) -> Path:
     """The pretrained encoder without fine-tuning, written like a trained model (for comparison)."""
     from dataclasses import replace
 
-    return run(replace(cfg, max_steps=0), data, train_events, valid_events, out_dir)
+    return run(replace(cfg, max_steps=0), data, train_events, valid_events, out_dir, base_vectors)
