@@ -79,11 +79,17 @@ def embed_items(texts: pl.DataFrame, model_dir: Path, out_file: Path, batch_size
                     num_cpus, ray_wait_s, ray.available_resources())
         ids, vecs = _encode_in_process(texts, model_dir, batch_size, threads)
     mat = np.concatenate(vecs) if vecs else np.zeros((0, 1), np.float32)
-    out = pl.DataFrame({"item_id": pl.Series(ids, dtype=pl.String),
-                        "embedding": pl.Series(mat, dtype=pl.Array(pl.Float32, mat.shape[1]))})
-    missing = texts.height - out["item_id"].n_unique()
+    missing = texts.height - len(set(ids))
     if missing:
         raise RuntimeError(f"item embeddings: {missing} item(s) came back without a vector")
+    return write_embeddings(ids, mat, out_file)
+
+
+def write_embeddings(ids: list[str], mat: np.ndarray, out_file: Path) -> Path:
+    """The item-vector file `read_embeddings` reads: item_id (String), embedding (Array(Float32, d)),
+    sorted by item_id."""
+    out = pl.DataFrame({"item_id": pl.Series(ids, dtype=pl.String),
+                        "embedding": pl.Series(np.asarray(mat, dtype=np.float32), dtype=pl.Array(pl.Float32, mat.shape[1]))})
     out.sort("item_id").write_parquet(out_file)
     return out_file
 

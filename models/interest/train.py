@@ -25,7 +25,7 @@ import pyarrow as pa
 import torch
 
 from models.interest.config import InterestConfig
-from models.interest.embed import EMBEDDINGS_FILE, embed_items, read_embeddings
+from models.interest.embed import EMBEDDINGS_FILE, embed_items, read_embeddings, write_embeddings
 from models.interest.loop import (BEST_FILE, STATE_FILE, needed_rows, selection_score, summarize_valid, train_loop,
                                   validate)
 from models.interest.model import CONFIG_FILE, InterestModel, encode_texts, load_tokenizer, new_encoder
@@ -42,8 +42,9 @@ REPLAY_DIR = "replay"  # the pipeline's twin trained before the ranker's replaye
 
 def _fit(cfg: InterestConfig, lists: pl.DataFrame, texts: list[str], item_index: dict[str, int],
          valid: pl.DataFrame, out_dir: Path, base: np.ndarray | None = None) -> tuple[InterestModel, dict[str, Any]]:
-    """Ray Train fine-tuning; returns the best model on valid nDCG@10 (the pretrained one when no
-    epoch beat it) and the loop state."""
+    """Ray Train fine-tuning; returns the best model on the valid selection metric (the pretrained
+    one when no validation beat it significantly) and the loop state. `base`: the adaptor's
+    pretrained item vectors (rows of `texts`), None when encoder layers are trained."""
     import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -137,9 +138,7 @@ def _write_adapted(model: InterestModel, text_table: pl.DataFrame, base: np.ndar
         vecs = torch.from_numpy(base)
         if model.projection is not None:
             vecs = torch.nn.functional.normalize(model.projection(vecs), dim=-1)
-    mat = vecs.numpy().astype(np.float32)
-    pl.DataFrame({"item_id": text_table["item_id"],
-                  "embedding": pl.Series(mat, dtype=pl.Array(pl.Float32, mat.shape[1]))}).sort("item_id").write_parquet(out_file)
+    write_embeddings(text_table["item_id"].to_list(), vecs.numpy(), out_file)
 
 
 def _unknown_user(train: pl.DataFrame, out_dir: Path) -> np.ndarray:
