@@ -97,14 +97,15 @@ def main() -> None:
           f"{'file_mb':>7} {'snapshot_mb':>11} {'aside':>7} {'compactions':>11}")
 
     def sizes() -> str:
-        """What the live state holds, by part (polars' estimate), to see where memory goes."""
+        """What the live state holds, by part (polars' estimate for the frames), to see where memory goes."""
         snap = service.state.snapshot()
         live = service.arms["champion"]._live
-        trails = sum(c.trail.ts.nbytes + c.trail.cum_clicks.nbytes for c in live.items.values()) if live else 0
-        clicks = sum(len(u.clicked) for u in live.users.values()) if live else 0
+        held = live.size() if live else {}
         return (f"log {snap.log.height:,} rows {snap.log.estimated_size() / 1e6:.0f} MB, totals {snap.totals.height:,} rows "
-                f"{snap.totals.estimated_size() / 1e6:.0f} MB, counters: item trails {trails / 1e6:.0f} MB, "
-                f"{clicks:,} clicks in user histories")
+                f"{snap.totals.estimated_size() / 1e6:.0f} MB, counters {held.get('bytes', 0) / 1e6:.0f} MB: "
+                f"{held.get('item_moments', 0):,} item moments, {held.get('pairs', 0):,} user pairs, "
+                f"{held.get('kept_clicks', 0):,} clicks kept for histories, horizon "
+                f"{(live.horizon or 0) / 86_400e6 if live else 0:.1f} days")
 
     def report(done: int, rate: float) -> None:
         ms = probe(service, rng, users, items, args.probes)

@@ -12,6 +12,14 @@ so a refused block leaves no half of itself for a reader to count, and the next 
 tries again (the service recovers by itself when space returns). A compaction (serving/online.py)
 replaces the file by a new one under the same lock; an appender that opened the old one sees that
 after it gets the lock and reopens, so no write lands in a file nobody reads.
+
+Rotation by size (the served-features log): when an append leaves the file at `rotate_bytes` or
+more, the appender, still holding the lock, renames it to `<stem>.<n><suffix>` (n one more than the
+newest rotated file: served.000001.jsonl, ...), starts an empty current file and deletes the
+rotated files older than the newest `keep`. Every written line is in exactly one file: the rename
+keeps the file whole, and an appender waiting on the old file reopens (as after a compaction).
+`read_all` opens every file under the lock, so a rotation meanwhile neither hides nor repeats a
+line.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +61,29 @@ def open_locked(path: Path) -> int:
         os.close(fd)
 
 
+def _numbered(path: Path) -> list[tuple[int, Path]]:
+    pattern = re.compile(rf"{re.escape(path.stem)}\.(\d+){re.escape(path.suffix)}")
+    return sorted((int(m.group(1)), p) for p in path.parent.glob(f"{path.stem}.*{path.suffix}") if (m := pattern.fullmatch(p.name)))
+
+
+def rotated_files(path: Path) -> list[Path]:
+    """The rotated files of the log at `path`, oldest first."""
+    return [p for _, p in _numbered(Path(path))]
+
+
 class JsonlLog:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, rotate_bytes: int = 0, keep: int = 8) -> None:
+        """`rotate_bytes`: rotate the file once an append leaves it this big (0: never), keeping
+        the newest `keep` rotated files."""
+        if keep < 1:
+            raise ValueError(f"keep={keep}: a rotated log keeps at least one rotated file")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.touch(exist_ok=True)
+        self.rotate_bytes, self.keep = rotate_bytes, keep
         self.unreadable = 0
         self.dropped = 0  # rows of best-effort appends refused by a full disk
+        self.rotations = 0
 
     encode = staticmethod(encode)  # rows -> lines; the served-features log encodes with orjson (serving/service.py)
 
@@ -68,7 +93,10 @@ class JsonlLog:
         best effort: a full disk drops the rows with a warning, ranking goes on."""
         fd = open_locked(self.path)
         try:
-            return self._write(fd, self.encode(rows), durable)
+            size = self._write(fd, self.encode(rows), durable)
+            if self.rotate_bytes and size >= self.rotate_bytes:
+                self._rotate()
+            return size
         except OSError as err:
             if err.errno not in FULL:
                 raise
@@ -80,6 +108,22 @@ class JsonlLog:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    def _rotate(self) -> None:
+        """Under the current file's lock: it becomes the newest rotated file, an empty one takes
+        its place, rotated files past `keep` go. A failure (a full disk) leaves the current file
+        growing, and the next append tries again; the rows are written either way."""
+        try:
+            numbered = _numbered(self.path)
+            older, n = [p for _, p in numbered], numbered[-1][0] + 1 if numbered else 1
+            target = self.path.with_name(f"{self.path.stem}.{n:06d}{self.path.suffix}")
+            os.rename(self.path, target)
+            os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))  # readers find a current file
+            self.rotations += 1
+            for old in (older + [target])[:-self.keep]:
+                old.unlink(missing_ok=True)
+        except OSError as err:
+            log.warning("%s: rotating failed (%s); the file keeps growing until the next append retries", self.path, err)
 
     @staticmethod
     def _write(fd: int, data: bytes, durable: bool) -> int:
@@ -125,7 +169,19 @@ class JsonlLog:
         return rows, offset + end
 
     def read_all(self) -> list[dict[str, Any]]:
-        return self.read_from(0)[0]
+        """Every row in write order: the rotated files' (oldest first), then the current file's.
+        The files are opened under the lock (no rotation between the openings), then read."""
+        fd = open_locked(self.path)
+        try:
+            files = [open(p, "rb") for p in rotated_files(self.path)] + [open(self.path, "rb")]
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        rows: list[dict[str, Any]] = []
+        for f in files:
+            with f:
+                rows += self.parse(f.read())[0]
+        return rows
 
 
 def segment_of(path: Path) -> str | None:

@@ -84,14 +84,41 @@ def events_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
     return feedback_frame(rows).select(EVENTS_SCHEMA.names())
 
 
-def read_snapshot(path: Path) -> tuple[pl.DataFrame, str | None, int]:
-    """The compacted feedback, the id of the feedback file it was last folded from, and how many
-    bytes of that file it holds (no snapshot: empty, None, 0)."""
+def snapshot_meta(path: Path) -> tuple[int, str | None, int]:
+    """How many rows the snapshot holds, the id of the feedback file it was last folded from,
+    and how many bytes of that file it holds (no snapshot: 0, None, 0). Reads the footer only."""
+    if not path.exists():
+        return 0, None, 0
+    meta = pl.read_parquet_metadata(path)
+    rows = pl.scan_parquet(path).select(pl.len()).collect().item()
+    return int(rows), meta.get("segment") or None, int(meta.get("absorbed_bytes", "0"))
+
+
+def read_snapshot(path: Path, skip: int = 0) -> tuple[pl.DataFrame, str | None, int]:
+    """The compacted feedback (after its first `skip` rows), the id of the feedback file it was
+    last folded from, and how many bytes of that file it holds (no snapshot: empty, None, 0)."""
     if not path.exists():
         return feedback_frame([]), None, 0
     meta = pl.read_parquet_metadata(path)
     segment = meta.get("segment") or None
-    return pl.read_parquet(path), segment, int(meta.get("absorbed_bytes", "0"))
+    frame = pl.scan_parquet(path).slice(skip).collect() if skip else pl.read_parquet(path)
+    return frame, segment, int(meta.get("absorbed_bytes", "0"))
+
+
+def parse_frames(log: JsonlLog, data: bytes, offset: int, make: Callable[[list[dict[str, Any]]], pl.DataFrame],
+                 block_bytes: int = 4 << 20) -> tuple[pl.DataFrame, int, int]:
+    """`log.parse` of `data` (read at byte `offset`) made into a frame by `make` a block of lines
+    at a time: a 64 MiB file costs one block's dicts, not a file's (their memory stays with the
+    process). Returns the frame, the offset after the last complete line, and the rows."""
+    end, pos, frames = data.rfind(b"\n") + 1, 0, []
+    while pos < end:
+        cut = data.find(b"\n", min(pos + block_bytes, end) - 1) + 1
+        rows, _ = log.parse(data[pos:cut], offset + pos)
+        if rows:
+            frames.append(make(rows))
+        pos = cut
+    frame = pl.concat(frames) if len(frames) > 1 else frames[0] if frames else make([])
+    return frame, offset + end, frame.height
 
 
 def read_feedback(state_dir: Path) -> list[dict[str, Any]]:
@@ -152,16 +179,18 @@ class OnlineState:
         meanwhile), the snapshot rows not yet taken in, then the new file."""
         fd = open_locked(self.feedback.path)
         try:
-            compacted, segment, absorbed = read_snapshot(self.snapshot_path)
+            held, segment, absorbed = snapshot_meta(self.snapshot_path)
+            # only the snapshot rows not taken in yet (none, for the replica that compacted)
+            missed = (read_snapshot(self.snapshot_path, snap.feedback_rows)[0] if held > snap.feedback_rows
+                      else feedback_frame([])).select(EVENTS_SCHEMA.names())
             start = absorbed if segment_of(self.feedback.path) == segment else 0
             size = os.fstat(fd).st_size
-            rows, offset = self.feedback.parse(os.pread(fd, size - start, start), start)
+            fresh, offset, n = parse_frames(self.feedback, os.pread(fd, size - start, start), start, events_frame)
             inode = os.fstat(fd).st_ino
         finally:
             os.close(fd)  # closing releases the lock
-        missed = compacted.slice(snap.feedback_rows).select(EVENTS_SCHEMA.names())
-        new = pl.concat([missed, events_frame(rows)])
-        self._snapshot = self._taken_in(snap, new, offset, inode, compacted.height + len(rows))
+        new = pl.concat([missed, fresh])
+        self._snapshot = self._taken_in(snap, new, offset, inode, held + n)
         return self._snapshot
 
     @staticmethod
@@ -201,7 +230,7 @@ class OnlineState:
         if self.compact_bytes and size >= self.compact_bytes:
             try:
                 self.compact()
-            except OSError as err:  # the events are written and acknowledged: a failed compaction only waits
+            except Exception as err:  # the events are written and acknowledged: a failed compaction only waits
                 log.warning("compacting %s failed (%s); the file stays as it is, the next append tries again",
                             self.feedback.path, err)
         self.refresh()
@@ -215,21 +244,22 @@ class OnlineState:
             size = os.fstat(fd).st_size
             if not self.compact_bytes or size < self.compact_bytes:
                 return False
-            compacted, segment, absorbed = read_snapshot(self.snapshot_path)
+            held, segment, absorbed = snapshot_meta(self.snapshot_path)
             current = segment_of(self.feedback.path)
             start = absorbed if current == segment else 0
-            rows, end = self.feedback.parse(os.pread(fd, size - start, start), start)
-            merged = pl.concat([compacted, feedback_frame(rows)])
+            taken, end, n = parse_frames(self.feedback, os.pread(fd, size - start, start), start, feedback_frame)
+            # streamed: the old snapshot is copied through, not read into memory whole
+            merged = pl.concat([pl.scan_parquet(self.snapshot_path), taken.lazy()]) if held else taken.lazy()
             tmp = self.snapshot_path.with_suffix(".parquet.tmp")
             fresh = self.feedback.path.with_suffix(".jsonl.tmp")
             try:
                 # 1. the snapshot, holding this file up to `end` (a torn tail past it was never acknowledged)
-                merged.write_parquet(tmp, metadata={"segment": current or "", "absorbed_bytes": str(end)})
+                merged.sink_parquet(tmp, metadata={"segment": current or "", "absorbed_bytes": str(end)})
                 _fsync_path(tmp)
                 os.replace(tmp, self.snapshot_path)
                 _fsync_path(self.state_dir)
                 # 2. a new feedback file, named by its header line
-                fresh.write_bytes(encode([{SEGMENT_KEY: uuid.uuid4().hex, "after_rows": merged.height}]))
+                fresh.write_bytes(encode([{SEGMENT_KEY: uuid.uuid4().hex, "after_rows": held + n}]))
                 _fsync_path(fresh)
                 os.replace(fresh, self.feedback.path)
                 _fsync_path(self.state_dir)

@@ -1,8 +1,10 @@
 """Reading the service's logs back: CTR per A/B arm, and the served feature rows with labels.
 
 feedback.jsonl holds the events the frontend reported (each with the arm of its user);
-served.jsonl holds, per /v1/rank call, every candidate's feature values and score. Joined on
-(request_id, item_id), they are training rows with exactly the features that were served.
+served.jsonl holds, per /v1/rank call, every candidate's feature values and score, rotated by size
+into served.<n>.jsonl (`JsonlLog.read_all` reads the rotated files, oldest first, then the current
+one). Joined on (request_id, item_id), they are training rows with exactly the features that were
+served.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from features.state import LogState, horizon_of
 from serving.api_models import FeedbackRequest, FeedbackResponse, Health, ModelInfo, RankRequest, RankResponse
 from serving.eventlog import JsonlLog
 from serving.online import OnlineState
@@ -35,6 +36,8 @@ class ServeSettings:
     challenger: str | None = None  # second arm for an A/B split
     challenger_share: float = 0.0  # of users (sticky by hash), 0..1
     state_dir: str = "serving_state"  # feedback.jsonl (durable) and served.jsonl (features served)
+    served_rotate_bytes: int = 64 * 1024 * 1024  # served.jsonl is rotated to served.<n>.jsonl at this size (0: never)
+    served_keep: int = 8  # rotated served files kept (the oldest beyond them are deleted), at least 1
     clock: str = "log"  # "log" or "wall", see OnlineState.now
     max_candidates: int = 500
     max_feedback_events: int = 1000
@@ -58,6 +61,9 @@ class ServeSettings:
             raise ValueError(f"challenger_share={self.challenger_share}, expected 0..1")
         if self.challenger_share > 0 and not self.challenger:
             raise ValueError("challenger_share > 0 needs a challenger model")
+        if self.served_keep < 1 or self.served_rotate_bytes < 0:
+            raise ValueError(f"served_keep={self.served_keep}, served_rotate_bytes={self.served_rotate_bytes}: "
+                             "keep at least 1 rotated file, rotate at 0 (never) or more bytes")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,8 +102,8 @@ class RankingService:
                                  known_item=lambda i: any(i in m.catalog for m in self.arms.values()),
                                  compact_bytes=settings.compact_bytes)
         for model in self.arms.values():  # counters built now, not on the first request
-            model.catch_up(self.state.snapshot())
-        self.served = ServedWriter(ServedLog(state_dir / SERVED_FILE))
+            bounded(model.catch_up(self.state.snapshot()), model)
+        self.served = ServedWriter(ServedLog(state_dir / SERVED_FILE, settings.served_rotate_bytes, settings.served_keep))
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -210,7 +216,7 @@ class RankingService:
                 if resolved.alias is None or resolved.version == self.arms[arm].info.version:
                     continue
                 fresh = RankingModel(resolved, arm)
-                fresh.catch_up(self.state.refresh())
+                bounded(fresh.catch_up(self.state.refresh()), fresh)
             except Exception:  # a registry hiccup must not take the service down: keep serving
                 log.exception("checking %s for a new version failed; still serving version %s", ref, self.arms[arm].info.version)
                 continue
@@ -236,10 +242,19 @@ class RankingService:
         self.served.close()
 
 
+def bounded(state: LogState, model: RankingModel) -> None:
+    """Live counters that fold events older than the model's longest feature window (memory
+    flat over a long feedback stream; the features stay the same). Called before the model
+    serves: nothing reads the counters meanwhile."""
+    state.set_horizon(horizon_of(model.scorer.artefacts))
+    state.fold()
+
+
 class ServedLog(JsonlLog):
     """served.jsonl: records with numpy columns (serving.ranking.served_record), encoded by
     orjson (~0.2 ms a record of 100 candidates x 42 features against ~2 ms with json; NaN is
-    written as null, as the reader expects)."""
+    written as null, as the reader expects). Rotated by size (serving.eventlog): readers take
+    `read_all`, which reads the rotated files first."""
 
     @staticmethod
     def encode(rows: list[dict]) -> bytes:  # type: ignore[override]

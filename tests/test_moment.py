@@ -141,3 +141,111 @@ def test_every_twin_is_declared_once() -> None:
     with pytest.raises(ValueError, match="register the group first"):
         at_moment("no-such-group")(lambda ctx: {})
     assert REGISTRY["item_popularity"].at_moment is not None
+
+
+# --- bounded counters (issue 20): folded past the longest window, histories capped ------------------
+
+from features.state import KEPT_CLICKS, horizon_of  # noqa: E402
+
+DAY = 86_400_000_000
+
+
+@settings(max_examples=int(os.environ.get("RECSYS_FUZZ_EXAMPLES", "150")) // 3, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=event_rows,
+    cuts=st.lists(st.integers(0, 60), max_size=3),
+    shuffle=st.randoms(use_true_random=False),
+    after=st.lists(st.integers(1, 9 * 24 * 3600 * 1_000_000), min_size=1, max_size=3),
+    pairs=st.lists(st.tuples(st.sampled_from([*USERS, "stranger"]), st.sampled_from([*ITEMS, "new", "unheard"])),
+                   min_size=1, max_size=12, unique=True),
+)
+def test_folded_counters_give_the_point_in_time_features(rows, cuts, shuffle, after, pairs) -> None:  # noqa: ANN001
+    """As above, with the counters folded past the run's horizon while the pieces (late ones
+    too, some older than the fold) come in: the ~12 days of events outlast the 7-day horizon."""
+    log = events(rows)
+    order = list(range(log.height))
+    shuffle.shuffle(order)
+    state = LogState(CATALOG)
+    state.set_horizon(horizon_of(ARTEFACTS))
+    bounds = sorted({0, log.height, *[min(c, log.height) for c in cuts]})
+    for start, end in zip(bounds, bounds[1:]):
+        state.add(log[order[start:end]])
+    state.fold()
+    last = log["ts"].max() or T0
+    moments = [last + timedelta(microseconds=a) for a in after]
+    targets = pl.DataFrame({
+        "request_id": [f"q{m}-{u}" for m in range(len(moments)) for u, _ in pairs],
+        "user_id": [u for _ in moments for u, _ in pairs], "item_id": [i for _ in moments for _, i in pairs],
+        "ts": [m for m in moments for _ in pairs],
+    }, schema={"request_id": pl.String, "user_id": pl.String, "item_id": pl.String, "ts": pl.Datetime("us", "UTC")})
+    polars_path, counters = both(log, state, targets)
+    assert_frame_equal(counters, polars_path)
+
+
+def stream(days: int, per_day: int = 40, seed: int = 0) -> pl.DataFrame:
+    """`per_day` events a day at random moments, every user and item, a click in four."""
+    rng = np.random.default_rng(seed)
+    n = days * per_day
+    return events(sorted(zip(rng.choice(USERS, n).tolist(), rng.choice(ITEMS, n).tolist(),
+                             (np.arange(n) * (DAY // per_day) + rng.integers(0, DAY // per_day, n)).tolist(),
+                             (rng.random(n) < 0.25).astype(int).tolist()), key=lambda r: r[2]))
+
+
+def targets_after(log: pl.DataFrame) -> pl.DataFrame:
+    moment = log["ts"].max() + timedelta(hours=1)
+    return pl.DataFrame({
+        "request_id": [f"q-{u}" for u in USERS for _ in ITEMS], "user_id": [u for u in USERS for _ in ITEMS],
+        "item_id": [i for _ in USERS for i in ITEMS], "ts": [moment] * (len(USERS) * len(ITEMS)),
+    }, schema={"request_id": pl.String, "user_id": pl.String, "item_id": pl.String, "ts": pl.Datetime("us", "UTC")})
+
+
+def test_a_long_stream_keeps_folded_counters_flat_and_the_features_equal() -> None:
+    """60 days of feedback a day at a time: with the run's 7-day horizon the counters hold the
+    same at day 30 and day 60 (unfolded they double), and the features are the polars ones."""
+    log = stream(60)
+    day = (log["ts"] - T0).dt.total_days()
+    folded, whole = LogState(CATALOG), LogState(CATALOG)
+    folded.set_horizon(horizon_of(ARTEFACTS))
+    sizes = {}
+    for d in range(60):
+        piece = log.filter(day == d)
+        folded.add(piece)
+        whole.add(piece)
+        if d + 1 in (30, 60):
+            sizes[d + 1] = (folded.size(), whole.size())
+    (f30, w30), (f60, w60) = sizes[30], sizes[60]
+    assert w60["item_moments"] > 1.9 * w30["item_moments"]  # unfolded: every event kept
+    assert f60["item_moments"] <= f30["item_moments"] + 40 and f60["item_moments"] < 10 * 40  # about 8 days of them
+    assert f60["bytes"] <= 1.05 * f30["bytes"] and f60["kept_clicks"] <= len(USERS) * 2 * KEPT_CLICKS
+    polars_path, counters = both(log, folded, targets_after(log))
+    assert_frame_equal(counters, polars_path)
+    assert_frame_equal(compute_at_moment(list(load_all().values()), MomentContext(
+        targets_after(log), micros(targets_after(log)["ts"]), whole, {**ARTEFACTS, "cf": fit_ease(log)})), counters)
+
+
+def test_a_horizon_shorter_than_a_window_fails_loudly_instead_of_counting_wrong() -> None:
+    log = stream(12)
+    state = LogState(CATALOG)
+    state.set_horizon(DAY)  # item_popularity reads 7 days
+    state.add(log)
+    with pytest.raises(AssertionError, match="reaches before"):
+        both(log, state, targets_after(log))
+
+
+def test_histories_are_capped_and_stay_exact_with_late_clicks() -> None:
+    """One user with many more clicks than kept, some arriving late and out of order: the last
+    10 (interest, blurbs) and the set ever clicked (collaborative) are the polars ones."""
+    rng = np.random.default_rng(3)
+    n = 8 * KEPT_CLICKS
+    rows = list(zip(["u0"] * n, rng.choice(ITEMS, n).tolist(), (rng.integers(0, 400, n) * 7_000_000).tolist(), [1] * n))
+    log = events(rows)
+    state = LogState(CATALOG)
+    order = rng.permutation(n)
+    for piece in np.array_split(order, 16):
+        state.add(log[piece.tolist()])
+    assert len(state.users["u0"]._click_ts) < 2 * KEPT_CLICKS and state.users["u0"].clicks == n
+    polars_path, counters = both(log, state, targets_after(log))
+    assert_frame_equal(counters, polars_path)
+    with pytest.raises(AssertionError, match="keeps the last"):
+        state.users["u0"].history(3 * KEPT_CLICKS)

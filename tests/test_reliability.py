@@ -233,6 +233,7 @@ def test_a_compaction_that_hits_a_full_disk_fails_no_write_and_is_retried(tmp_pa
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(pl.DataFrame, "write_parquet", full)
+    monkeypatch.setattr(pl.LazyFrame, "sink_parquet", full)  # the snapshot is streamed
     state.append(events(10))  # past compact_bytes: the compaction fails, the append does not
     assert state.compactions == 0 and not list(tmp_path.glob("*.tmp"))
     monkeypatch.undo()
@@ -334,3 +335,109 @@ def test_limits_are_configurable_from_a_serve_config() -> None:
     settings, _ = builder_settings({"rank_per_user": "5", "feedback_per_key": "0", "burst_seconds": "2.5", "compact_bytes": "1000"})
     assert (settings.rank_per_user, settings.feedback_per_key, settings.burst_seconds, settings.compact_bytes) == (5.0, 0.0, 2.5, 1000)
     assert settings.feedback_per_user == ServeSettings().feedback_per_user  # unset: the default
+
+
+# --- served.jsonl rotation -----------------------------------------------------------------------
+
+import threading  # noqa: E402
+
+
+def test_rotation_keeps_every_line_of_concurrent_replicas_in_exactly_one_file(tmp_path: Path) -> None:
+    """Two replicas (two logs on one path) with two threads each append numbered rows to a log
+    that rotates every ~1 KB: the files' lines together are exactly the rows written."""
+    path = tmp_path / "served.jsonl"
+    replicas = [eventlog.JsonlLog(path, rotate_bytes=1_000, keep=10_000) for _ in range(2)]
+
+    def write(log: eventlog.JsonlLog, who: int) -> None:
+        for n in range(150):
+            log.append([{"who": who, "n": n, "pad": "x" * 40}] * (1 + n % 3), durable=False)
+
+    threads = [threading.Thread(target=write, args=(replicas[k % 2], k)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    written = sorted((who, n) for who in range(4) for n in range(150) for _ in range(1 + n % 3))
+    rotated = eventlog.rotated_files(path)
+    assert sum(r.rotations for r in replicas) == len(rotated) > 10
+    by_file = [[json.loads(line) for line in p.read_text().splitlines()] for p in [*rotated, path]]
+    assert sorted((r["who"], r["n"]) for rows in by_file for r in rows) == written  # none lost, none twice
+    assert all(p.stat().st_size < 1_000 + 3 * 100 for p in rotated)  # rotated right after the write that filled it
+    assert sorted((r["who"], r["n"]) for r in eventlog.JsonlLog(path).read_all()) == written
+    for who in range(4):  # each writer's rows in its order across the files
+        assert [r["n"] for r in eventlog.JsonlLog(path).read_all() if r["who"] == who] == [n for w, n in written if w == who]
+
+
+def test_rotation_keeps_the_newest_files_and_a_reader_during_rotations_sees_a_prefix(tmp_path: Path) -> None:
+    path = tmp_path / "served.jsonl"
+    log = eventlog.JsonlLog(path, rotate_bytes=300, keep=1_000)
+    done = threading.Event()
+
+    def write() -> None:
+        for n in range(400):
+            log.append([{"n": n}], durable=False)
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    while not done.wait(0.001) and writer.is_alive():  # read while it writes and rotates
+        rows = [r["n"] for r in eventlog.JsonlLog(path).read_all()]
+        assert rows == list(range(len(rows))), "a line hidden or repeated by a rotation"
+    writer.join(timeout=60)
+    assert [r["n"] for r in eventlog.JsonlLog(path).read_all()] == list(range(400)) and log.rotations > 10
+    small = eventlog.JsonlLog(tmp_path / "small.jsonl", rotate_bytes=100, keep=2)
+    for n in range(100):
+        small.append([{"n": n}], durable=False)
+    assert len(eventlog.rotated_files(small.path)) == 2 and small.rotations > 5  # older ones deleted
+    kept = [r["n"] for r in small.read_all()]
+    assert kept == list(range(100 - len(kept), 100))  # the newest rows, in order, none missing between
+
+
+def test_the_served_writer_rotates_and_the_report_reads_every_file(tmp_path: Path) -> None:
+    from serving.report import arm_ctr, served_training_rows
+    from serving.service import SERVED_FILE, ServedLog, ServedWriter
+
+    state_in(tmp_path).append([{**e, "arm": "champion"} for e in events(4)])
+    writer = ServedWriter(ServedLog(tmp_path / SERVED_FILE, rotate_bytes=2_000, keep=100))
+    for n in range(60):
+        record = {"request_id": f"u1-{n}", "arm": "champion", "model_version": "1", "ts": T0.isoformat(), "user_id": "u1",
+                  "context": {}, "item_ids": ["a", "b"], "scores": [0.5, 0.25], "shown": ["a"],
+                  "features": {"f": [1.0, float(n)]}}
+        writer.put(lambda record=record: [record])
+        writer.flush()  # one write each (the writer batches whatever is queued)
+    writer.close()
+    assert len(eventlog.rotated_files(tmp_path / SERVED_FILE)) > 3
+    rows = served_training_rows(tmp_path)
+    assert rows.height == 120 and rows["feature.f"].to_list()[1::2] == [float(n) for n in range(60)]
+    assert rows.filter(pl.col("clicked").is_not_null())["request_id"].unique().sort().to_list() == [f"u1-{k}" for k in range(4)]
+    table, _ = arm_ctr(tmp_path)
+    assert table["requests"].to_list() == [60]
+
+
+def test_served_rotation_is_configurable_and_checked() -> None:
+    from serving.deploy import builder_settings
+
+    settings, _ = builder_settings({"served_rotate_bytes": "1000", "served_keep": "3"})
+    assert (settings.served_rotate_bytes, settings.served_keep) == (1000, 3)
+    assert ServeSettings().served_rotate_bytes == 64 * 1024 * 1024
+    with pytest.raises(ValueError, match="served_keep=0"):
+        ServeSettings(served_keep=0)
+
+
+def test_the_service_folds_each_arms_counters_past_its_longest_window() -> None:
+    from types import SimpleNamespace
+
+    from features.behavioural import WEEK_US
+    from features.state import LogState
+    from serving.service import bounded
+
+    items = pl.DataFrame({"item_id": ["a"], "category": ["c"], "created_at": [None]},
+                         schema={"item_id": pl.String, "category": pl.String, "created_at": pl.Datetime("us", "UTC")})
+    log = pl.DataFrame({"request_id": [f"r{d}" for d in range(30)], "user_id": ["u"] * 30, "item_id": ["a"] * 30,
+                        "ts": [T0 + timedelta(days=d) for d in range(30)], "position": [None] * 30, "clicked": [1] * 30,
+                        "rating": [None] * 30}, schema=EVENTS_SCHEMA)
+    state = LogState.of(log, items)
+    bounded(state, SimpleNamespace(scorer=SimpleNamespace(artefacts={"time_scale": {"recent_us": 5 * 86_400_000_000}})))
+    assert state.horizon == 10 * 86_400_000_000 > WEEK_US  # twice item_trend's recent window
+    assert len(state.items["a"].trail) == 10 and state.items["a"].trail.counts(1 << 62) == (30.0, 30.0)
