@@ -15,7 +15,7 @@ from recsys.metrics import mean_with_ci, per_request
 COMPARE_METRICS = ("auc", "mrr@10", "ndcg@5", "ndcg@10", "recall@10")
 
 
-FINISHED_RUN = ("metrics.json", "ranker/model.txt", "features/test.parquet")
+FINISHED_RUN = ("metrics.json", "ranker/spec.json", "features/test.parquet")
 
 
 def require_run(run_dir: Path, needs: tuple[str, ...] = FINISHED_RUN) -> Path:
@@ -39,10 +39,10 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
 
 def per_request_of(run_dir: Path, model_dir: str = "ranker") -> pl.DataFrame:
     """Per-request test metrics of a run's ranker (recomputed from its saved test features)."""
-    from models.ranker import Ranker
+    from models.ranker import load_ranker
 
     test = pl.read_parquet(Path(run_dir) / "features" / "test.parquet")
-    ranker = Ranker.load(Path(run_dir) / model_dir)
+    ranker = load_ranker(Path(run_dir) / model_dir)
     scored = test.select("request_id", "item_id", "label").with_columns(score=pl.Series(ranker.predict(test)))
     return per_request(scored)
 

@@ -44,6 +44,13 @@ class RankerConfig:
     # rarely straddle a global cutoff (targets.user_cut_targets)
     max_cut_users: int = 600
     max_items_per_group: int = 3000
+    # "auto": with both catalog and page groups, one ranker per job, each request routed by its
+    # candidate count (models.ranker.RoutedRanker) and each route judged by the release gate on
+    # its own groups; "off": one ranker over every group
+    routing: Literal["auto", "off"] = "auto"
+    # share of the training groups' users held out to stop boosting on (the valid groups stay
+    # unseen until the release gate judges the candidates on them); 0 = stop on valid
+    stop_fraction: float = 0.2
     seed: int = 13
 
 
@@ -90,6 +97,7 @@ LIMITS: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "early_stopping_rounds": (1, None, True, True), "min_data_in_leaf": (1, None, True, True),
     "feature_fraction": (0, 1, False, True), "cutoffs": (1, None, True, True), "max_users_per_cutoff": (1, None, True, True),
     "max_items_per_group": (1, None, True, True), "valid_fraction": (0, 1, True, False), "test_fraction": (0, 1, False, False),
+    "stop_fraction": (0, 1, True, False),
 }
 CHECKED = (RankerConfig, SplitConfig)  # the classes LIMITS is about (other sections check themselves)
 

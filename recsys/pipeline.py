@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from features.registry import resolve
+from models.ranker import route_threshold
 from recsys.config import BEHAVIOURAL_GROUPS, RunConfig, blurb_config, interest_config
 from recsys.dataset import Dataset, content_hash, load_dataset
 from recsys.logs import STAGE_START, progress
@@ -167,21 +168,35 @@ def train(cfg: RunConfig, data_dir: Path, run_dir: Path, *, track: bool = True, 
     valid = pl.read_parquet(run_dir / "features" / "valid.parquet")
     test = pl.read_parquet(run_dir / "features" / "test.parquet")
     baselines_valid = baseline_comparison(valid, data, cfg.ranker.task)
-    # candidates for release: the ranker, the ranker without text, and the best baseline on valid
-    candidates: dict[str, tuple[list[str], bool]] = {"ranker_full": (names, False)}
+    threshold = None
+    if cfg.ranker.routing == "auto":  # one ranker per job when the groups have both shapes
+        threshold = route_threshold(pl.read_parquet(run_dir / "features" / "train.parquet", columns=["request_id", "shape"]))
+    jobs = JOBS if threshold is not None else (None,)
+    # candidates for release: the ranker, the ranker without text, and the best baseline on valid (of each job)
+    # (features, monotone, routing threshold); with two jobs, also one ranker over every group
+    # (a job with few groups can gain from the other job's clicks; the gate decides per job)
+    candidates: dict[str, tuple[list[str], bool, float | None]] = {"ranker_full": (names, False, threshold)}
+    if threshold is not None:
+        candidates["ranker_mixed"] = (names, False, None)
     if behavioural and len(behavioural) < len(names):
-        candidates["ranker_no_text"] = (behavioural, False)
-    best_baseline = max(baselines_valid, key=lambda b: shape_mean(baselines_valid[b])) if baselines_valid else None
-    if best_baseline is not None and best_baseline != "oracle":
-        candidates[f"baseline_{best_baseline}"] = ([BASELINES[best_baseline]], True)
+        candidates["ranker_no_text"] = (behavioural, False, threshold)
+    reference = {b: m for b, m in baselines_valid.items() if b != "oracle"}
+    for job in jobs:
+        if reference:
+            best = max(reference, key=lambda b: job_figure(reference[b], job))
+            candidates[f"baseline_{best}"] = ([BASELINES[best]], True, None)
     results: dict[str, Any] = {}
-    for cand, (features, monotone) in candidates.items():
-        cache.run(cand, _key(features_key, asdict(cfg.ranker), features, monotone), run_dir / cand / "result.json",
-                  lambda: _save_result(run_dir / cand,
-                                       remote_call(ranker_stage, cfg_json, str(run_dir.resolve()), features, cand, monotone)))
+    for cand, (features, monotone, routed) in candidates.items():
+        cache.run(cand, _key(features_key, asdict(cfg.ranker), features, monotone, routed), run_dir / cand / "result.json",
+                  lambda: _save_result(run_dir / cand, remote_call(ranker_stage, cfg_json, str(run_dir.resolve()), features, cand,
+                                                                   monotone, routed)))
         results[cand] = json.loads((run_dir / cand / "result.json").read_text())
-    gate = release_gate(results, baselines_valid)
-    _ship(run_dir / gate["shipped"], run_dir / "ranker", gate)
+    gate = release_gate(results, baselines_valid, jobs)
+    if "routes" in gate and len(set(gate["routes"].values())) > 1:
+        assert threshold is not None
+        _ship_routes(run_dir, gate, threshold, valid, test)
+    else:
+        _ship(run_dir / gate["shipped"], run_dir / "ranker", gate)
     progress.info("ranker: %s", gate["line"])
     results["ranker"] = json.loads((run_dir / "ranker" / "result.json").read_text())
     comparison = baseline_comparison(test, data, cfg.ranker.task)
@@ -211,20 +226,51 @@ def train(cfg: RunConfig, data_dir: Path, run_dir: Path, *, track: bool = True, 
     return metrics
 
 
-def release_gate(results: dict[str, Any], baselines_valid: dict[str, Any]) -> dict[str, Any]:
-    """Ship the candidate with the best validation nDCG@10 (mean over group shapes); the full
-    ranker unless another candidate beats it, and then one plain line says so."""
-    figures = {name: shape_mean(r["valid"]) for name, r in results.items()}
-    reference = {name: shape_mean(m) for name, m in baselines_valid.items() if name != "oracle"}
-    shipped = max(figures, key=lambda n: (figures[n], n == "ranker_full"))
-    best_ref = max(reference, key=reference.__getitem__) if reference else None
-    if shipped == "ranker_full":
-        line = f"release gate: shipping the ranker (valid nDCG@10 {figures[shipped]:.4f}"
-        line += f"; best baseline {best_ref} {reference[best_ref]:.4f})" if best_ref else ")"
+JOBS = ("catalog", "page")
+
+
+def job_figure(metrics: dict[str, Any], job: str | None, metric: str = "ndcg@10") -> float:
+    """A candidate's validation figure for one job (its groups of that shape); None: the mean over
+    shapes (each job counts once)."""
+    if job is None:
+        return shape_mean(metrics, metric)
+    shape = metrics.get(f"shape:{job}")
+    return float(shape[metric]["mean"]) if shape and metric in shape else float("nan")
+
+
+def release_gate(results: dict[str, Any], baselines_valid: dict[str, Any], jobs: tuple[str | None, ...] = (None,)) -> dict[str, Any]:
+    """Per job (catalog and page requests, or all groups at once), ship the candidate with the
+    best validation nDCG@10: the full ranker unless another candidate beats it, and then one
+    plain line says so."""
+    reference = {name: m for name, m in baselines_valid.items() if name != "oracle"}
+    picks, parts, by_job = {}, [], {}
+    for job in jobs:
+        figures = {name: job_figure(r["valid"], job) for name, r in results.items()}
+        refs = {name: job_figure(m, job) for name, m in reference.items()}
+        by_job[job or "all"] = figures
+        pick = max(figures, key=lambda n: (np.nan_to_num(figures[n], nan=-1.0), n == "ranker_full"))
+        picks[job] = pick
+        what = f"{job} requests: " if job else ""
+        if pick == "ranker_full":
+            best_ref = max(refs, key=lambda n: np.nan_to_num(refs[n], nan=-1.0)) if refs else None
+            text = f"{what}shipping the ranker (valid nDCG@10 {figures[pick]:.4f}"
+            parts.append(text + (f"; best baseline {best_ref} {refs[best_ref]:.4f})" if best_ref else ")"))
+        else:
+            parts.append(f"{what}the ranker (valid nDCG@10 {figures['ranker_full']:.4f}) loses to {pick} "
+                         f"({figures[pick]:.4f}); shipping {pick}")
+    gate: dict[str, Any] = {
+        "valid_ndcg@10": {name: shape_mean(r["valid"]) for name, r in results.items()},
+        "baselines_valid_ndcg@10": {name: shape_mean(m) for name, m in reference.items()},
+        "line": "release gate: " + "; ".join(parts),
+    }
+    if jobs == (None,):
+        gate["shipped"] = picks[None]
     else:
-        line = (f"release gate: the ranker (valid nDCG@10 {figures['ranker_full']:.4f}) loses to {shipped} "
-                f"({figures[shipped]:.4f}); shipping {shipped}")
-    return {"shipped": shipped, "valid_ndcg@10": figures, "baselines_valid_ndcg@10": reference, "line": line}
+        gate["routes"] = {job: picks[job] for job in jobs if job}
+        gate["valid_ndcg@10_by_job"] = by_job
+        names = list(dict.fromkeys(gate["routes"].values()))
+        gate["shipped"] = names[0] if len(names) == 1 else ", ".join(f"{job}: {n}" for job, n in gate["routes"].items())
+    return gate
 
 
 def _ship(source: Path, target: Path, gate: dict[str, Any]) -> None:
@@ -232,6 +278,33 @@ def _ship(source: Path, target: Path, gate: dict[str, Any]) -> None:
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(source, target)
+    (target / "shipped.json").write_text(json.dumps(gate, indent=2) + "\n")
+
+
+def _ship_routes(run_dir: Path, gate: dict[str, Any], threshold: float, valid: pl.DataFrame, test: pl.DataFrame) -> None:
+    """run_dir/ranker = a routed ranker made of each job's winner (its route of that job, or the
+    whole candidate when it has one model), judged again on valid and test."""
+    from models.ranker import Ranker, RoutedRanker, load_ranker
+
+    routes: dict[str, Ranker] = {}
+    for job, name in gate["routes"].items():
+        model = load_ranker(run_dir / name)
+        routes[job] = model.routes[job] if isinstance(model, RoutedRanker) else model
+    shipped = RoutedRanker(routes, threshold)
+    target = run_dir / "ranker"
+    if target.exists():
+        shutil.rmtree(target)
+    shipped.save(target)
+    for job, name in gate["routes"].items():  # each route's plots beside it
+        source = run_dir / name / job if (run_dir / name / job).is_dir() else run_dir / name
+        for plot in ("curves.png", "importance.png", "importance.csv"):
+            if (source / plot).exists():
+                shutil.copy2(source / plot, target / job / plot)
+    features = list(dict.fromkeys(f for name in gate["routes"].values()
+                                  for f in json.loads((run_dir / name / "result.json").read_text())["features"]))
+    result = {"best_iteration": None, "features": features, "routes": gate["routes"],
+              "valid": by_shape(valid, shipped.predict(valid)), "test": by_shape(test, shipped.predict(test))}
+    _save_result(target, result)
     (target / "shipped.json").write_text(json.dumps(gate, indent=2) + "\n")
 
 

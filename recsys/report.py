@@ -10,7 +10,7 @@ from typing import Any
 from recsys.logs import seconds_text
 
 # the order `recsys train` runs its stages in (candidates of the release gate after "features")
-STAGE_ORDER = ("state", "interest", "topics", "blurbs", "features", "ranker_full", "ranker_no_text")
+STAGE_ORDER = ("state", "interest", "topics", "blurbs", "features", "ranker_full", "ranker_mixed", "ranker_no_text")
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -76,6 +76,11 @@ def _ranker_outcome(result: dict[str, Any], name: str) -> str:
     features = result.get("features", [])
     if name.startswith("baseline_"):
         what = f"{name[9:]} as a model ({features[0] if features else '?'} alone)"
+    elif isinstance(result.get("best_iteration"), dict):  # one ranker per job
+        jobs = result["best_iteration"]
+        what = f"LightGBM on {len(features)} features, one per job, best iterations " + ", ".join(f"{j} {i}" for j, i in jobs.items())
+        figures = {j: result.get("valid", {}).get(f"shape:{j}", {}).get("ndcg@10", {}).get("mean") for j in jobs}
+        return what + "; valid nDCG@10 " + ", ".join(f"{j} {v:.4f}" for j, v in figures.items() if v is not None)
     else:
         what = f"LightGBM on {len(features)} features, best iteration {result.get('best_iteration')}"
     return f"{what}; valid nDCG@10 {valid:.4f}"

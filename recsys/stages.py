@@ -152,26 +152,47 @@ def shape_mean(metrics: dict[str, Any], metric: str = "ndcg@10") -> float:
 
 
 def ranker_stage(cfg_json: str, run_dir: str, feature_names: list[str], out_name: str = "ranker",
-                 monotone: bool = False) -> dict[str, Any]:
+                 monotone: bool = False, threshold: float | None = None) -> dict[str, Any]:
     """Train LambdaMART on run_dir/features, judge it on the valid and test groups (overall and
     per group shape), save model and plots. `monotone`: scores only rise with each feature (a
-    baseline shipped as a model)."""
+    baseline shipped as a model). `threshold`: one ranker per job (catalog groups, page groups),
+    routed by a request's candidate count (models.ranker.RoutedRanker)."""
     from models import ranker as ranker_mod
     from recsys.config import from_dict
 
     cfg = from_dict(json.loads(cfg_json))
     feats = Path(run_dir) / "features"
     train, valid, test = (pl.read_parquet(feats / f"{n}.parquet") for n in ("train", "valid", "test"))
-    model, info = ranker_mod.train(cfg.ranker, train, valid, feature_names, cfg.features, monotone=monotone)
-    if monotone and len(feature_names) == 1:
-        model.passthrough = feature_names[0]
-    out = model.save(Path(run_dir) / out_name)
-    ranker_mod.plot_curves(info["curves"], out / "curves.png")
-    ranker_mod.plot_importance(model, out / "importance.png")
-    ranker_mod.importance_table(model).write_csv(out / "importance.csv")
+    out = Path(run_dir) / out_name
+    if threshold is not None and not monotone:
+        routes, best = {}, {}
+        for shape in ("catalog", "page"):
+            mine = [f.filter(pl.col("shape") == shape) for f in (train, valid)]
+            routes[shape], info = ranker_mod.train(cfg.ranker, *mine, feature_names, cfg.features)
+            best[shape] = info["best_iteration"]
+            _plots(routes[shape], info, out / shape)
+        model: ranker_mod.AnyRanker = ranker_mod.RoutedRanker(routes, threshold)
+        model.save(out)
+        best_iteration: Any = best
+    else:
+        leaf, info = ranker_mod.train(cfg.ranker, train, valid, feature_names, cfg.features, monotone=monotone)
+        if monotone and len(feature_names) == 1:
+            leaf.passthrough = feature_names[0]
+        model = leaf
+        _plots(leaf, info, leaf.save(out))
+        best_iteration = info["best_iteration"]
     return {
-        "best_iteration": info["best_iteration"],
+        "best_iteration": best_iteration,
         "features": feature_names,
         "valid": by_shape(valid, model.predict(valid)),
         "test": by_shape(test, model.predict(test)),
     }
+
+
+def _plots(model: Any, info: dict[str, Any], out: Path) -> None:
+    from models import ranker as ranker_mod
+
+    out.mkdir(parents=True, exist_ok=True)
+    ranker_mod.plot_curves(info["curves"], out / "curves.png")
+    ranker_mod.plot_importance(model, out / "importance.png")
+    ranker_mod.importance_table(model).write_csv(out / "importance.csv")

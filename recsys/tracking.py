@@ -137,17 +137,18 @@ def _log_run(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any], dat
              events: Any = None) -> dict[str, Any]:
     import mlflow
     import mlflow.lightgbm
+    import mlflow.pyfunc
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
-    from models.ranker import Ranker
+    from models.ranker import RoutedRanker, load_ranker
 
     began = time.perf_counter()
     uri = tracking_uri(config["mlflow"]["tracking_uri"])
     mlflow.set_tracking_uri(uri)
     experiment_id = open_experiment(config["mlflow"]["experiment"], uri)
     name = config["mlflow"]["registered_model"]
-    ranker = Ranker.load(run_dir / "ranker")
+    ranker = load_ranker(run_dir / "ranker")
     started_at = metrics.get("started_at")
     # the run begins when the pipeline began, so MLflow's duration is the pipeline's wall time
     created = MlflowClient().create_run(experiment_id, run_name=config["name"],
@@ -178,15 +179,25 @@ def _log_run(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any], dat
         for key, value in metrics.get("stages", {}).items():
             if isinstance(value, (int, float)):
                 mlflow.log_metric(f"stage_{metric_key(key)}", value)
-        for artefact in ("config.json", "metrics.json", "ranker/curves.png", "ranker/importance.png", "ranker/importance.csv",
+        plots = [str(p.relative_to(run_dir)) for p in sorted((run_dir / "ranker").rglob("*"))
+                 if p.name in ("curves.png", "importance.png", "importance.csv", "shipped.json")]
+        for artefact in ("config.json", "metrics.json", *plots,
                          "blurbs/quality.json", "blurbs/samples.csv", "interest/metrics.json", "interest/curves.png"):
             if (run_dir / artefact).exists():
                 mlflow.log_artifact(str(run_dir / artefact), artifact_path=str(Path(artefact).parent) if "/" in artefact else None)
         x = ranker.matrix(sample)
-        info = mlflow.lightgbm.log_model(
-            ranker.booster, name="ranker", signature=infer_signature(x, ranker.booster.predict(x)),
-            pip_requirements=["lightgbm"], registered_model_name=name,
-        )
+        signature = infer_signature(x, ranker.predict(x))
+        if isinstance(ranker, RoutedRanker):  # one model per job: the saved directory behind a pyfunc
+            from models.ranker_pyfunc import RoutedRankerModel
+
+            info = mlflow.pyfunc.log_model(
+                name="ranker", python_model=RoutedRankerModel(), artifacts={"ranker": str(run_dir / "ranker")},
+                signature=signature, pip_requirements=["lightgbm", "polars"], registered_model_name=name,
+                code_paths=[str(Path(__file__).resolve().parent.parent / "models")],
+            )
+        else:
+            info = mlflow.lightgbm.log_model(ranker.booster, name="ranker", signature=signature,
+                                             pip_requirements=["lightgbm"], registered_model_name=name)
     version = str(info.registered_model_version)
     aliases = update_aliases(name, version, metrics["ranker"]["test"]["ndcg@10"]["mean"], data_hash)
     return {"run_id": run.info.run_id, "model": name, "version": version, "aliases": aliases,

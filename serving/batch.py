@@ -22,6 +22,7 @@ import polars as pl
 import pyarrow as pa
 from tqdm import tqdm
 
+from models.ranker import fingerprint
 from recsys.dataset import file_sha256
 from recsys.errors import RecsysInputError
 from recsys.raytools import ensure_ray
@@ -103,7 +104,7 @@ def user_shards(users: pl.Series, shard_rows: int) -> list[tuple[int, int]]:
 
 def _job_key(run_dir: Path, candidates: Path, shard_rows: int) -> dict:
     """What the finished shards in OUT.parts were scored from: the model, the candidates, the cut."""
-    return {"run": str(Path(run_dir).resolve()), "ranker": file_sha256(Path(run_dir) / "ranker" / "model.txt"),
+    return {"run": str(Path(run_dir).resolve()), "ranker": fingerprint(Path(run_dir) / "ranker"),
             "candidates": file_sha256(candidates), "shard_rows": shard_rows}
 
 

@@ -33,8 +33,8 @@ def is_registry_ref(ref: str) -> bool:
 def resolve(ref: str, tracking_uri: str = "") -> ResolvedModel:
     if not is_registry_ref(ref):
         run_dir = Path(ref).resolve()
-        if not (run_dir / "ranker" / "model.txt").exists():
-            raise RecsysInputError(f"model {ref!r}: {run_dir} is not a trained run directory (no ranker/model.txt)")
+        if not (run_dir / "ranker" / "spec.json").exists():
+            raise RecsysInputError(f"model {ref!r}: {run_dir} is not a trained run directory (no ranker/spec.json)")
         return ResolvedModel(ref, run_dir)
     match = REGISTRY_REF.match(ref)
     if not match:
@@ -54,7 +54,7 @@ def resolve(ref: str, tracking_uri: str = "") -> ResolvedModel:
     except Exception as err:  # MlflowException: unknown model, alias or version
         raise RecsysInputError(f"model {ref!r} not found in the registry at {mlflow.get_tracking_uri()}: {err}") from None
     run_dir = client.get_run(mv.run_id).data.tags.get("run_dir")
-    if not run_dir or not (Path(run_dir) / "ranker" / "model.txt").exists():
+    if not run_dir or not (Path(run_dir) / "ranker" / "spec.json").exists():
         raise RecsysInputError(f"model {ref!r} (version {mv.version}): its run directory {run_dir!r} is missing")
     return ResolvedModel(ref, Path(run_dir), name, str(mv.version), alias)
 

@@ -22,7 +22,7 @@ import polars as pl
 
 from features.registry import FeatureContext, MomentContext, MomentFeatures, compute_features, moment_features, resolve
 from features.state import LogState, micros
-from models.ranker import Ranker
+from models.ranker import is_ranker_dir, load_ranker
 from recsys.config import RunConfig, from_dict
 from recsys.errors import RecsysInputError
 from serving.artefacts import load_artefacts
@@ -58,11 +58,11 @@ class FeatureRows:
 class Scorer:
     def __init__(self, run_dir: Path) -> None:
         run_dir = Path(run_dir)
-        if not (run_dir / "config.json").exists() or not (run_dir / "ranker" / "model.txt").exists():
+        if not (run_dir / "config.json").exists() or not is_ranker_dir(run_dir / "ranker"):
             raise RecsysInputError(f"{run_dir} is not a trained run (no config.json or ranker/); run `recsys train` first")
         self.run_dir = run_dir
         self.config: RunConfig = from_dict(json.loads((run_dir / "config.json").read_text()), str(run_dir / "config.json"))
-        self.ranker = Ranker.load(run_dir / "ranker")
+        self.ranker = load_ranker(run_dir / "ranker")
         self.groups = resolve(self.ranker.groups)
         self.items = pl.read_parquet(run_dir / "state" / "items.parquet")
         self.log = pl.read_parquet(run_dir / "state" / "log.parquet")

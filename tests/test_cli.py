@@ -95,7 +95,7 @@ def test_missing_runs_and_bad_config_values_are_one_line_exit_2(tmp_path: Path) 
     write_text(tmp_path / "half-run" / "metrics.json", "{}")
     for args, expected in [
         (("experiments", "compare", tmp_path / "nope"), "no such run directory"),  # was a 60-line traceback
-        (("experiments", "compare", tmp_path / "half-run"), "not a finished `recsys train` run (no ranker/model.txt"),
+        (("experiments", "compare", tmp_path / "half-run"), "not a finished `recsys train` run (no ranker/spec.json"),
         (("experiments", "ablate", tmp_path / "nope"), "no such run directory"),
         (("experiments", "list", "--directory", tmp_path / "nope"), "is not a folder"),
         (("train", "--data", tmp_path, "--set", "ranker.num_leaves=abc"), "[ranker]: num_leaves = 'abc'; expected an integer"),
