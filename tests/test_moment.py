@@ -93,9 +93,8 @@ def both(log: pl.DataFrame, state: LogState, targets: pl.DataFrame) -> tuple[pl.
             compute_at_moment(groups, MomentContext(targets, ts, state, artefacts)))
 
 
-@settings(max_examples=int(os.environ.get("RECSYS_FUZZ_EXAMPLES", "150")), deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(
+# a log taken in pieces, moments after it, and (user, item) pairs to ask about
+STREAM = dict(
     rows=event_rows,
     cuts=st.lists(st.integers(0, 60), max_size=3),
     shuffle=st.randoms(use_true_random=False),
@@ -103,6 +102,11 @@ def both(log: pl.DataFrame, state: LogState, targets: pl.DataFrame) -> tuple[pl.
     pairs=st.lists(st.tuples(st.sampled_from([*USERS, "stranger"]), st.sampled_from([*ITEMS, "new", "unheard"])),
                    min_size=1, max_size=12, unique=True),
 )
+
+
+@settings(max_examples=int(os.environ.get("RECSYS_FUZZ_EXAMPLES", "150")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(**STREAM)
 def test_counters_give_the_point_in_time_features(rows, cuts, shuffle, after, pairs) -> None:  # noqa: ANN001
     log = events(rows)
     # the state takes the log in pieces, in shuffled order: late events, appends, empty pieces
@@ -152,14 +156,7 @@ DAY = 86_400_000_000
 
 @settings(max_examples=int(os.environ.get("RECSYS_FUZZ_EXAMPLES", "150")) // 3, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
-@given(
-    rows=event_rows,
-    cuts=st.lists(st.integers(0, 60), max_size=3),
-    shuffle=st.randoms(use_true_random=False),
-    after=st.lists(st.integers(1, 9 * 24 * 3600 * 1_000_000), min_size=1, max_size=3),
-    pairs=st.lists(st.tuples(st.sampled_from([*USERS, "stranger"]), st.sampled_from([*ITEMS, "new", "unheard"])),
-                   min_size=1, max_size=12, unique=True),
-)
+@given(**STREAM)
 def test_folded_counters_give_the_point_in_time_features(rows, cuts, shuffle, after, pairs) -> None:  # noqa: ANN001
     """As above, with the counters folded past the run's horizon while the pieces (late ones
     too, some older than the fold) come in: the ~12 days of events outlast the 7-day horizon."""
