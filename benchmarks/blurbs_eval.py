@@ -41,7 +41,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 from models.blurbs import BlurbConfig, run  # noqa: E402
-from models.blurbs.batch import ensure_ray, read_cache, with_text_hash  # noqa: E402
+from models.blurbs.batch import read_cache, with_text_hash  # noqa: E402
+from recsys.raytools import ensure_ray  # noqa: E402
 from models.blurbs.finetune import training_items  # noqa: E402
 from models.blurbs.safety import fit_length, normalise  # noqa: E402
 from recsys.dataset import Dataset, load_dataset  # noqa: E402

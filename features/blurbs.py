@@ -2,7 +2,7 @@
 (scored by the interest model), the blurb's length, and whether it is a fallback.
 
 History of a target row = the user's clicked item ids with ts strictly before the row's ts, most
-recent last, at most HISTORY_LEN. A row with no history gets a null interest score (missing for the
+recent last, at most the interest model's history length. A row with no history gets a null interest score (missing for the
 ranker); an item without a blurb row gets null score and length 0 and fallback 1.
 """
 
@@ -15,13 +15,12 @@ import polars as pl
 
 from features.history import click_histories
 from features.registry import KEYS, FeatureContext, FeatureSpec, MomentContext, MomentValues, at_moment, register
-from features.text import histories_at
+from features.text import histories_at, history_length
 
-HISTORY_LEN = 10
 WORD = r"[A-Za-z][A-Za-z'-]*|\d+(?:[.,]\d+)?"  # the same word rule as the blurb length checks
 
 
-def histories(targets: pl.DataFrame, log: pl.DataFrame, k: int = HISTORY_LEN) -> list[list[str]]:
+def histories(targets: pl.DataFrame, log: pl.DataFrame, k: int) -> list[list[str]]:
     """Per target row, the user's last k clicked item ids strictly before the row's ts (oldest first)."""
     found = click_histories(log, targets, k)
     rows = targets.select("user_id", "ts").join(found, on=["user_id", "ts"], how="left", maintain_order="left")
@@ -56,7 +55,7 @@ def _interest_scores(blurb_texts: list[str | None], hists: list[list[str]], scor
 )
 def blurb_features(ctx: FeatureContext) -> pl.DataFrame:
     rows = _with_blurbs(ctx.targets.select(*KEYS, "user_id", "ts"), ctx.artefacts["blurbs"])
-    scores = _interest_scores(rows["blurb"].to_list(), histories(rows, ctx.log), ctx.artefacts["interest"])
+    scores = _interest_scores(rows["blurb"].to_list(), histories(rows, ctx.log, history_length(ctx.artefacts["interest"])), ctx.artefacts["interest"])
     return rows.select(*KEYS, blurb_interest=pl.Series(scores, dtype=pl.Float32), **_blurb_shape())
 
 
@@ -64,7 +63,7 @@ def blurb_features(ctx: FeatureContext) -> pl.DataFrame:
 def blurb_features_at(ctx: MomentContext) -> MomentValues:
     shown = _shown_by_item(ctx.artefacts["blurbs"])
     rows = [shown.get(item, (None, 0, 1)) for item in ctx.targets["item_id"].to_list()]  # no blurb: 0 words, fallback
-    scores = _interest_scores([r[0] for r in rows], histories_at(ctx, HISTORY_LEN), ctx.artefacts["interest"])
+    scores = _interest_scores([r[0] for r in rows], histories_at(ctx, history_length(ctx.artefacts["interest"])), ctx.artefacts["interest"])
     return {"blurb_interest": pl.Series(scores, dtype=pl.Float32), "blurb_words": np.array([r[1] for r in rows], dtype=np.int32),
             "blurb_fallback": np.array([r[2] for r in rows], dtype=np.int8)}
 

@@ -10,7 +10,12 @@ import polars as pl
 from features.history import click_histories
 from features.registry import KEYS, FeatureContext, FeatureSpec, MomentContext, MomentValues, at_moment, register
 
-HISTORY_LENGTH = 10
+
+
+def history_length(scorer: Any) -> int:
+    """How many recent clicks make a user for this interest model: the length it was trained
+    with (its config's `history_len`), so training and serving read the same number."""
+    return int(scorer.history_len)
 
 
 @register(
@@ -24,7 +29,7 @@ HISTORY_LENGTH = 10
 )
 def interest(ctx: FeatureContext) -> pl.DataFrame:
     scorer = ctx.artefacts["interest"]
-    histories = click_histories(ctx.log, ctx.targets, HISTORY_LENGTH)
+    histories = click_histories(ctx.log, ctx.targets, history_length(scorer))
     rows = ctx.targets.select(*KEYS, "user_id", "ts").join(histories, on=["user_id", "ts"], how="left", maintain_order="left")
     lists: list[list[str]] = [h if h is not None else [] for h in rows["history"].to_list()]
     scores = np.asarray(scorer.score(lists, rows["item_id"].to_list()), dtype=np.float32)
@@ -64,7 +69,7 @@ def histories_at(ctx: MomentContext, length: int) -> list[list[str]]:
 
 @at_moment("interest")
 def interest_at(ctx: MomentContext) -> MomentValues:
-    lists = histories_at(ctx, HISTORY_LENGTH)
+    lists = histories_at(ctx, history_length(ctx.artefacts["interest"]))
     items = ctx.targets["item_id"].to_list()
     scores = np.asarray(ctx.artefacts["interest"].score(lists, items), dtype=np.float32)
     return {"interest_score": scores, "interest_history_len": np.array([len(h) for h in lists], dtype=np.int32),

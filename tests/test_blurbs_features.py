@@ -23,6 +23,7 @@ class FakeInterest:
     def __init__(self, item_colour: dict[str, str]) -> None:
         self.item_colour = item_colour
         self.calls: list[list[list[str]]] = []
+        self.history_len = 10
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         return np.array([[float(c in t.lower()) for c in COLOURS] for t in texts])

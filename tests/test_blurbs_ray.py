@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def ray_local() -> Iterator[None]:
     import ray
 
-    from models.blurbs.batch import ensure_ray
+    from recsys.raytools import ensure_ray
 
     ensure_ray()
     yield

@@ -103,6 +103,7 @@ def test_missing_runs_and_bad_config_values_are_one_line_exit_2(tmp_path: Path) 
         (("train", "--data", tmp_path, "--set", "ranker.task=bogus"), "task = 'bogus'; expected one of"),
         (("train", "--data", tmp_path, "--set", "split.test_fraction=2"), "[split]: test_fraction = 2; expected > 0 and < 1"),
         (("train", "--data", tmp_path, "--set", "stages.blurbs=1"), "blurbs = 1; expected true or false"),
+        (("train", "--data", tmp_path, "--set", "interest.history_len=99"), "history_len=99, expected 1 to 32"),
         (("score", "--run", tmp_path / "nope", "--candidates", tmp_path / "c.parquet", "--out", tmp_path / "s.parquet"),
          "not found"),
     ]:

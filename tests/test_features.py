@@ -108,6 +108,9 @@ def test_unknown_group_name_is_a_clear_error() -> None:
 class FakeInterest:
     """Scores by whether the candidate's colour matches the last clicked colour."""
 
+    def __init__(self, history_len: int = 10) -> None:
+        self.history_len = history_len
+
     def score(self, histories: list[list[str]], item_ids: list[str]) -> np.ndarray:
         return np.array([float(bool(h) and h[-1][:3] == i[:3]) for h, i in zip(histories, item_ids)])
 
@@ -124,3 +127,8 @@ def test_interest_group_passes_point_in_time_histories_to_the_scorer() -> None:
     assert f["interest_history_len"].to_list() == [3, 3, 0, 0]
     # u clicked a red and a blue item before: both colours match one of them; w has no history
     assert f["interest_max"].to_list() == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_interest_histories_are_as_long_as_the_model_was_trained_with() -> None:
+    f = compute_features(resolve(["interest"]), FeatureContext(TARGETS, LOG, ITEMS, {"interest": FakeInterest(history_len=2)}))
+    assert f.sort("request_id", "item_id")["interest_history_len"].to_list() == [2, 2, 0, 0]

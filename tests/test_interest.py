@@ -61,6 +61,8 @@ def test_config_rejects_unknown_keys_and_bad_values() -> None:
         InterestConfig(select_metric="mrr")
     with pytest.raises(ValueError, match="catalog_negatives=-1"):
         InterestConfig(catalog_negatives=-1)
+    with pytest.raises(ValueError, match="history_len=99, expected 1 to 32"):  # the live state keeps 32 clicks
+        InterestConfig(history_len=99)
     assert InterestConfig.from_dict(TINY.to_dict()) == TINY
 
 

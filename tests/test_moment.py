@@ -41,6 +41,8 @@ class HashedInterest:
     """A stand-in interest model: fixed pseudo-random unit vectors per item id and per text; a
     user is the recency-weighted mean of the history, so the order of clicks matters."""
 
+    history_len = 10
+
     def _vec(self, key: str) -> np.ndarray:
         rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
         v = rng.normal(size=8).astype(np.float32)

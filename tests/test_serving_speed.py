@@ -37,6 +37,10 @@ class TowerStub:
         self.vectors = {i: rng.normal(size=8).astype(np.float32) for i in ids}
         self.calls = 0
 
+    @property
+    def history_len(self) -> int:
+        return self.cfg.history_len
+
     def item_vectors(self, item_ids: list[str]) -> np.ndarray:
         return np.stack([self.vectors.get(i, np.zeros(8, np.float32)) for i in item_ids]).reshape(len(item_ids), 8)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 import uuid
 from pathlib import Path
@@ -19,22 +18,10 @@ import numpy as np
 import polars as pl
 
 from models.blurbs.generator import GeneratorSpec
+from recsys.raytools import ensure_ray
 
 log = logging.getLogger(__name__)
 CACHE_SCHEMA = pl.Schema({"text_hash": pl.String, "model_version": pl.String, "raw": pl.String})
-
-
-def ensure_ray() -> None:
-    """Join RAY_ADDRESS when set, else start a small local Ray (logical CPUs > cores avoids starvation)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
-    else:
-        # address="local": never attach to another developer's cluster found on this machine
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
 
 
 def text_hash(title: str | None, text: str | None) -> str:

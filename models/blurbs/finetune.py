@@ -16,7 +16,6 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -250,7 +249,7 @@ def _ray_train(params: dict[str, Any], rows: list[dict[str, Any]], dest: Path, c
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from models.blurbs.batch import ensure_ray
+    from recsys.raytools import ensure_ray
 
     ensure_ray()
     ds = ray.data.from_items(rows).materialize()  # training must not stream from a lazy plan

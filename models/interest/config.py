@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from features.state import KEPT_CLICKS
+
 LOSSES = ("listwise", "bce", "inbatch")
 SELECT_METRICS = ("ndcg@10", "auc", "mean")
 POOLINGS = ("mean", "attention")
@@ -95,7 +97,8 @@ class InterestConfig:
             (self.pooling in POOLINGS, f"pooling={self.pooling!r}, expected one of {POOLINGS}"),
             (self.encoder in ENCODERS, f"encoder={self.encoder!r}, expected one of {ENCODERS}"),
             (self.max_len >= 4, f"max_len={self.max_len}, expected >= 4"),
-            (self.history_len >= 1, f"history_len={self.history_len}, expected >= 1"),
+            (1 <= self.history_len <= KEPT_CLICKS,
+             f"history_len={self.history_len}, expected 1 to {KEPT_CLICKS} (the clicks the live state keeps per user)"),
             (self.trainable_layers >= 0, f"trainable_layers={self.trainable_layers}, expected >= 0"),
             (self.freeze_embeddings, "freeze_embeddings=False is not supported: training runs on cached "
                                      "frozen lower-layer states (see trainable_layers)"),

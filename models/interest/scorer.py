@@ -39,6 +39,11 @@ class InterestScorer:
         self._tokenizer = None
         self._pool: UserTower | None = None
 
+    @property
+    def history_len(self) -> int:
+        """Recent clicks that make a user (features/text.py reads it for every history)."""
+        return self.cfg.history_len
+
     @classmethod
     def load(cls, out_dir: Path, quantize: bool = False) -> InterestScorer:
         """From a `run` output folder: model/ and item_embeddings.parquet."""
