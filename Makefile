@@ -47,10 +47,13 @@ PORT ?= 8000
 serve: install
 	MLFLOW_TRACKING_URI=$(DEMO_MLFLOW) $(RECSYS) serve --model models:/recsys-ranker@champion --state-dir $(DEMO_DIR)/serving_state --port $(PORT)
 
+# lint-imports: the import-linter contracts in pyproject.toml (which package may import which)
 test: install
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -m "not slow" -x -q $(PYTEST_ARGS)
 
 bench: install
