@@ -208,9 +208,9 @@ def train(cfg: RankerConfig, train_frame: pl.DataFrame, valid_frame: pl.DataFram
     valid groups when there are too few); returns the curves too. `monotone`: the score may only
     rise with every feature."""
     params = {
-        "objective": "lambdarank",
+        "objective": cfg.objective,
         "metric": "ndcg",
-        "eval_at": [5, 10],
+        "eval_at": [10],  # boosting stops on nDCG@10, what the release gate judges (LightGBM sorts eval_at: with 5 it would stop on @5)
         "num_leaves": cfg.num_leaves,
         "learning_rate": cfg.learning_rate,
         "min_data_in_leaf": cfg.min_data_in_leaf,
@@ -236,7 +236,7 @@ def train(cfg: RankerConfig, train_frame: pl.DataFrame, valid_frame: pl.DataFram
     curves: dict[str, Any] = {}
     booster = lgb.train(
         params, dtrain, num_boost_round=cfg.n_estimators, valid_sets=[dtrain, dstop], valid_names=["train", stop_name],
-        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False), lgb.record_evaluation(curves),
+        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, first_metric_only=True, verbose=False), lgb.record_evaluation(curves),
                    lgb.log_evaluation(period=50)],
     )
     log.info("ranker: best iteration %d of %d (stopped on %s)", booster.best_iteration, cfg.n_estimators, stop_name)

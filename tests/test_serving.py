@@ -39,7 +39,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory):
     overrides = ["ranker.task=impressions", "ranker.min_data_in_leaf=5", f"mlflow.tracking_uri='{uri}'"]
     cfg = load_config(ROOT / "experiments" / "behavioural.toml", overrides)
     train(cfg, shop, tmp / "run1", track=True)
-    train(load_config(ROOT / "experiments" / "behavioural.toml", [*overrides, "ranker.num_leaves=7"]), shop, tmp / "run2", track=True)
+    train(load_config(ROOT / "experiments" / "behavioural.toml", [*overrides, "ranker.num_leaves=15"]), shop, tmp / "run2", track=True)
     yield {"run1": tmp / "run1", "run2": tmp / "run2", "uri": uri, "tmp": tmp}
     ray.shutdown()
 
