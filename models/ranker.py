@@ -18,6 +18,7 @@ from recsys.config import RankerConfig
 log = logging.getLogger(__name__)
 MODEL_FILE, SPEC_FILE = "model.txt", "spec.json"
 # routing: a request with at least `threshold` candidates is a catalog job, fewer a page job
+JOBS = ("catalog", "page")  # the group shapes of task "mixed", one route each
 ROUTE_FEATURE, ROUTE_GROUP = "request_candidates", "request_context"
 
 
@@ -78,7 +79,7 @@ class RoutedRanker:
     threshold: float
 
     def __post_init__(self) -> None:
-        if set(self.routes) != {"catalog", "page"}:
+        if set(self.routes) != set(JOBS):
             raise ValueError(f"a routed ranker needs a catalog and a page route, got {sorted(self.routes)}")
         names = [f for r in self.routes.values() for f in r.features]
         self.features = list(dict.fromkeys([*names, ROUTE_FEATURE]))
@@ -100,13 +101,16 @@ class RoutedRanker:
         """Per row: True = the catalog route."""
         return np.nan_to_num(values[:, self.features.index(ROUTE_FEATURE)], nan=0.0) >= self.threshold
 
+    def _routed(self, values: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """(route, its rows' mask) for each route that has rows."""
+        catalog = self.route_of(values) if len(values) else np.zeros(0, dtype=bool)
+        return [(name, rows) for name, rows in (("catalog", catalog), ("page", ~catalog)) if rows.any()]
+
     def predict(self, frame: pl.DataFrame | np.ndarray, num_threads: int = 0) -> np.ndarray:
         values = frame if isinstance(frame, np.ndarray) else self.matrix(frame)
         out = np.zeros(len(values))
-        catalog = self.route_of(values) if len(values) else np.zeros(0, dtype=bool)
-        for name, rows in (("catalog", catalog), ("page", ~catalog)):
-            if rows.any():
-                out[rows] = self.routes[name].predict(values[rows][:, self._columns[name]], num_threads=num_threads)
+        for name, rows in self._routed(values):
+            out[rows] = self.routes[name].predict(values[rows][:, self._columns[name]], num_threads=num_threads)
         return out
 
     def contributions(self, frame: pl.DataFrame | np.ndarray, num_threads: int = 1) -> np.ndarray:
@@ -114,12 +118,9 @@ class RoutedRanker:
         last column = bias."""
         values = frame if isinstance(frame, np.ndarray) else self.matrix(frame)
         out = np.zeros((len(values), len(self.features) + 1))
-        catalog = self.route_of(values) if len(values) else np.zeros(0, dtype=bool)
-        for name, rows in (("catalog", catalog), ("page", ~catalog)):
-            if rows.any():
-                part = self.routes[name].contributions(values[rows][:, self._columns[name]], num_threads=num_threads)
-                cols = np.append(self._columns[name], len(self.features))
-                out[np.ix_(np.flatnonzero(rows), cols)] = part
+        for name, rows in self._routed(values):
+            part = self.routes[name].contributions(values[rows][:, self._columns[name]], num_threads=num_threads)
+            out[np.ix_(np.flatnonzero(rows), np.append(self._columns[name], len(self.features)))] = part
         return out
 
     def save(self, path: Path) -> Path:
@@ -150,7 +151,7 @@ def is_ranker_dir(path: Path) -> bool:
 def fingerprint(path: Path) -> str:
     """sha256 over a saved ranker's files (what a resumable job checks it still scores with)."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in Path(path).rglob("*") if p.suffix in (".txt", ".json") and p.name in (MODEL_FILE, SPEC_FILE)):
+    for file in sorted(p for p in Path(path).rglob("*") if p.name in (MODEL_FILE, SPEC_FILE)):
         digest.update(str(file.relative_to(path)).encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from features.registry import resolve
-from models.ranker import route_threshold
+from models.ranker import JOBS, route_threshold
 from recsys.config import BEHAVIOURAL_GROUPS, RunConfig, blurb_config, interest_config
 from recsys.dataset import Dataset, content_hash, load_dataset
 from recsys.logs import STAGE_START, progress
@@ -172,9 +172,9 @@ def train(cfg: RunConfig, data_dir: Path, run_dir: Path, *, track: bool = True, 
     if cfg.ranker.routing == "auto":  # one ranker per job when the groups have both shapes
         threshold = route_threshold(pl.read_parquet(run_dir / "features" / "train.parquet", columns=["request_id", "shape"]))
     jobs = JOBS if threshold is not None else (None,)
-    # candidates for release: the ranker, the ranker without text, and the best baseline on valid (of each job)
-    # (features, monotone, routing threshold); with two jobs, also one ranker over every group
-    # (a job with few groups can gain from the other job's clicks; the gate decides per job)
+    # candidates for release, as (features, monotone, routing threshold): the ranker, the ranker
+    # without text, each job's best baseline on valid, and with two jobs one ranker over every
+    # group (a job with few groups can gain from the other job's clicks; the gate decides per job)
     candidates: dict[str, tuple[list[str], bool, float | None]] = {"ranker_full": (names, False, threshold)}
     if threshold is not None:
         candidates["ranker_mixed"] = (names, False, None)
@@ -224,9 +224,6 @@ def train(cfg: RunConfig, data_dir: Path, run_dir: Path, *, track: bool = True, 
         metrics["mlflow"] = log_run(run_dir, cfg.to_dict(), metrics, data_hash, sample, events=data.events)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     return metrics
-
-
-JOBS = ("catalog", "page")
 
 
 def job_figure(metrics: dict[str, Any], job: str | None, metric: str = "ndcg@10") -> float:

@@ -166,7 +166,7 @@ def ranker_stage(cfg_json: str, run_dir: str, feature_names: list[str], out_name
     out = Path(run_dir) / out_name
     if threshold is not None and not monotone:
         routes, best = {}, {}
-        for shape in ("catalog", "page"):
+        for shape in ranker_mod.JOBS:
             mine = [f.filter(pl.col("shape") == shape) for f in (train, valid)]
             routes[shape], info = ranker_mod.train(cfg.ranker, *mine, feature_names, cfg.features)
             best[shape] = info["best_iteration"]

@@ -31,9 +31,11 @@ def is_registry_ref(ref: str) -> bool:
 
 
 def resolve(ref: str, tracking_uri: str = "") -> ResolvedModel:
+    from models.ranker import is_ranker_dir  # lightgbm on demand: parsing a ref stays light
+
     if not is_registry_ref(ref):
         run_dir = Path(ref).resolve()
-        if not (run_dir / "ranker" / "spec.json").exists():
+        if not is_ranker_dir(run_dir / "ranker"):
             raise RecsysInputError(f"model {ref!r}: {run_dir} is not a trained run directory (no ranker/spec.json)")
         return ResolvedModel(ref, run_dir)
     match = REGISTRY_REF.match(ref)
@@ -54,7 +56,7 @@ def resolve(ref: str, tracking_uri: str = "") -> ResolvedModel:
     except Exception as err:  # MlflowException: unknown model, alias or version
         raise RecsysInputError(f"model {ref!r} not found in the registry at {mlflow.get_tracking_uri()}: {err}") from None
     run_dir = client.get_run(mv.run_id).data.tags.get("run_dir")
-    if not run_dir or not (Path(run_dir) / "ranker" / "spec.json").exists():
+    if not run_dir or not is_ranker_dir(Path(run_dir) / "ranker"):
         raise RecsysInputError(f"model {ref!r} (version {mv.version}): its run directory {run_dir!r} is missing")
     return ResolvedModel(ref, Path(run_dir), name, str(mv.version), alias)
 
