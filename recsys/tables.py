@@ -174,7 +174,7 @@ def scan_table(
         )
     known = [c for c in names if c in required or c in optional]
     ignored = [c for c in names if c not in known]
-    _check_parses(lf, names if with_raw else known, label, path, what)
+    _check_parses(lf, names, label, path, what)  # every column: the damage checks read them all
     lf = lf.select(*([raw_json(names)] if with_raw else []), *known, *damage(names, lossy))
     lf = lf.with_row_index(LINE, offset=offset).with_columns(pl.col(LINE).cast(pl.Int64))
     return lf, ignored
