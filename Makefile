@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export RAY_DATA_DISABLE_PROGRESS_BARS := 1
 
-.PHONY: install demo serve test test-fast bench clean
+.PHONY: install demo serve lint test test-fast bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,13 +47,17 @@ PORT ?= 8000
 serve: install
 	MLFLOW_TRACKING_URI=$(DEMO_MLFLOW) $(RECSYS) serve --model models:/recsys-ranker@champion --state-dir $(DEMO_DIR)/serving_state --port $(PORT)
 
-# lint-imports: the import-linter contracts in pyproject.toml (which package may import which)
-test: install
+# lint-imports: the import-linter contracts in pyproject.toml (layers, no import cycles);
+# ruff: the lint rules in pyproject.toml; mypy: the core's types (pyproject.toml [tool.mypy])
+lint: install
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: install
-	$(VENV)/bin/lint-imports --no-cache
+test-fast: lint
 	$(PY) -m pytest -m "not slow" -x -q $(PYTEST_ARGS)
 
 bench: install

@@ -35,7 +35,9 @@ def make_candidates(run_dir: Path, pairs: int, path: Path, seed: int = 0) -> Non
     items = pl.read_parquet(run_dir / "state" / "items.parquet")["item_id"].to_numpy()
     cold = np.array([f"cold-{n}" for n in range(max(len(users) // 9, 1))])
     pool = np.concatenate([users, cold])
-    pl.DataFrame({"user_id": pool[rng.integers(0, len(pool), pairs)], "item_id": items[rng.integers(0, len(items), pairs)]}).write_parquet(path)
+    pl.DataFrame({"user_id": pool[rng.integers(0, len(pool), pairs)], "item_id": items[rng.integers(0, len(items), pairs)]}).write_parquet(
+        path
+    )
 
 
 class PeakMemory:

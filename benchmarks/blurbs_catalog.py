@@ -22,11 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import polars as pl  # noqa: E402
+import polars as pl
 
-from models.blurbs import BlurbConfig, run  # noqa: E402
-from recsys.dataset import Dataset, load_dataset  # noqa: E402
-from recsys.splits import time_split  # noqa: E402
+from models.blurbs import BlurbConfig, run
+from recsys.core.dataset import Dataset, load_dataset
+from recsys.core.splits import time_split
 
 KEYS = ["items", "generated_rate", "first_candidate_pass_rate", "faithfulness_rate", "faithfulness_generated",
         "title_repeat_rate", "distinct_2", "pii_hits_shown", "blocklist_hits_shown", "profanity_hits_shown",

@@ -40,15 +40,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
-from models.blurbs import BlurbConfig, run  # noqa: E402
-from models.blurbs.batch import read_cache, with_text_hash  # noqa: E402
-from recsys.raytools import ensure_ray  # noqa: E402
-from models.blurbs.finetune import training_items  # noqa: E402
-from models.blurbs.safety import fit_length, normalise  # noqa: E402
-from recsys.dataset import Dataset, load_dataset  # noqa: E402
-from recsys.metrics import mean_with_ci  # noqa: E402
-from recsys.splits import time_split  # noqa: E402
-from recsys.synth import SynthConfig, synth  # noqa: E402
+from models.blurbs import BlurbConfig, run
+from models.blurbs.batch import read_cache, with_text_hash
+from models.blurbs.finetune import training_items
+from models.blurbs.safety import fit_length, normalise
+from recsys.core.dataset import Dataset, load_dataset
+from recsys.core.metrics import mean_with_ci
+from recsys.core.raytools import ensure_ray
+from recsys.core.splits import time_split
+from recsys.data.synth import SynthConfig, synth
 
 VARIANTS = {
     "zero-shot": dict(finetune=False),
@@ -63,7 +63,7 @@ class MiniLM:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from models.blurbs.generator import minilm_dir
+        from models.weights import minilm_dir
 
         torch.set_num_threads(2)
         self.tok, self.model = AutoTokenizer.from_pretrained(minilm_dir()), AutoModel.from_pretrained(minilm_dir()).eval()

@@ -47,7 +47,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -60,7 +59,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from recsys.metrics import mean_with_ci, per_request
+from recsys.core.metrics import mean_with_ci, per_request
 
 ROOT = Path(__file__).resolve().parent.parent
 ML = ROOT.parent / "shared" / "data" / "movielens-latest-small"
@@ -92,7 +91,7 @@ def title_tokens(col: str = "title") -> pl.Expr:
 
 
 def news_split(work: Path, users: int, days: int, seed: int, max_users: int) -> Split:
-    from recsys.synth_news import NewsConfig, synth_news
+    from recsys.data.synth_news import NewsConfig, synth_news
 
     data_dir = work / "synth"
     started = time.perf_counter()

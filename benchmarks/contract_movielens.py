@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import contract_eval  # noqa: E402
+import contract_eval
 
 
 def main() -> None:

@@ -56,7 +56,7 @@ def main() -> None:
     events_csv, items_csv = make_inputs(args.rows, args.items, args.workdir)
     print(f"inputs ready in {time.perf_counter() - t0:.1f}s: {events_csv} ({events_csv.stat().st_size / 1e6:.0f} MB)")
     code = (
-        "from recsys.importers.events import import_events; import sys; "
+        "from recsys.data.importers.events import import_events; import sys; "
         "m = import_events(sys.argv[1], sys.argv[2], sys.argv[3]); "
         "print('rows in', m['rows_in'], 'accepted', m['rows']['events'], 'rejected', m['rows']['rejects'])"
     )

@@ -8,9 +8,10 @@ from (see the README's ceiling figures).
 
 Each test request's shown items are re-ranked. On the synthetic shop, "attributes (history-only
 ceiling)" scores each candidate by how much of the user's history shares its true attributes,
-weighted by a fit on the training clicks: roughly the best a model of the history's text can do. A request's user history = the user's clicks
-strictly before the request (train + valid + earlier test clicks). Cold items = items with no
-impression in the training period; each request is re-ranked among its cold items only. Also prints training samples/s, scoring pairs/s and the
+weighted by a fit on the training clicks: roughly the best a model of the history's text can do.
+A request's user history = the user's clicks strictly before the request (train + valid + earlier
+test clicks). Cold items = items with no impression in the training period; each request is
+re-ranked among its cold items only. Also prints training samples/s, scoring pairs/s and the
 effect of dynamic int8 quantisation on text encoding.
 """
 
@@ -31,16 +32,16 @@ import polars as pl
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
-from models.interest.config import InterestConfig  # noqa: E402
-from models.interest.samples import request_histories, requests_of, train_lists  # noqa: E402
-from models.interest.scorer import InterestScorer  # noqa: E402
-from models.interest.text import item_texts  # noqa: E402
-from models.interest.train import BASE_VECTORS_FILE, run, zero_shot  # noqa: E402
-from recsys.baselines import OracleScorer, fit_popularity  # noqa: E402
-from recsys.dataset import Dataset, load_dataset  # noqa: E402
-from recsys.metrics import mean_with_ci, per_request, summarize  # noqa: E402
-from recsys.splits import time_split  # noqa: E402
-from recsys.synth import SynthConfig, synth  # noqa: E402
+from models.interest.config import InterestConfig
+from models.interest.samples import request_histories, requests_of, train_lists
+from models.interest.scorer import InterestScorer
+from models.interest.text import item_texts
+from models.interest.train import BASE_VECTORS_FILE, run, zero_shot
+from recsys.core.dataset import Dataset, load_dataset
+from recsys.core.metrics import mean_with_ci, per_request, summarize
+from recsys.core.splits import time_split
+from recsys.data.synth import SynthConfig, synth
+from recsys.pipeline.baselines import OracleScorer, fit_popularity
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -56,15 +57,15 @@ def prepare(name: str, root: Path, synth_cfg: SynthConfig) -> Dataset:
         if name == "synth":
             synth(synth_cfg, out)
         elif name == "news":
-            from recsys.synth_news import NewsConfig, synth_news
+            from recsys.data.synth_news import NewsConfig, synth_news
 
             synth_news(NewsConfig(), out)
         elif name == "movielens":
-            from recsys.importers.movielens import import_movielens
+            from recsys.data.importers.movielens import import_movielens
 
             import_movielens(SHARED / "movielens-latest-small", out)
         elif name == "mind":
-            from recsys.importers.mind import import_mind
+            from recsys.data.importers.mind import import_mind
 
             mind = SHARED / "mind-sample"
             import_mind(mind / "behaviors.tsv", mind / "news.tsv", out, unknown_items="placeholder")
@@ -73,7 +74,7 @@ def prepare(name: str, root: Path, synth_cfg: SynthConfig) -> Dataset:
     return load_dataset(out)
 
 
-def test_frame(split, history_len: int) -> pl.DataFrame:  # noqa: ANN001
+def test_frame(split, history_len: int) -> pl.DataFrame:
     context = pl.concat([split.train, split.valid, split.test], how="vertical_relaxed")
     hist = request_histories(requests_of(split.test), context, history_len)
     return split.test.select("request_id", "user_id", "item_id", label=pl.col("clicked")).join(
@@ -115,7 +116,7 @@ def paired_gain(frame: pl.DataFrame, scores: dict[str, np.ndarray], mask: np.nda
     return out
 
 
-def attribute_ceiling(data: Dataset, split, frame: pl.DataFrame, cfg: InterestConfig) -> np.ndarray:  # noqa: ANN001
+def attribute_ceiling(data: Dataset, split, frame: pl.DataFrame, cfg: InterestConfig) -> np.ndarray:
     """The room a history-only model has on the synthetic shop: for each true attribute (category,
     colour, style, brand) the share of the user's history that matches the candidate, summed with
     weights fitted on the training clicks (listwise softmax, as the interest model). Text can at

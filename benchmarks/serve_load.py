@@ -29,9 +29,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
-from serving.bench import make_requests  # noqa: E402
-from serving.deploy import ServerOptions, start, stop  # noqa: E402
-from serving.service import RankingService, ServeSettings  # noqa: E402
+from serving.bench import make_requests
+from serving.deploy import ServerOptions, start, stop
+from serving.service import RankingService, ServeSettings
 
 log = logging.getLogger("serve_load")
 
@@ -150,7 +150,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--rate", type=float, default=10.0, help="requests per second")
-    parser.add_argument("--find-rate", type=float, nargs="*", help="try these rates for --probe-seconds each; keep the highest with p99 <= --p99-ms")
+    parser.add_argument(
+        "--find-rate", type=float, nargs="*", help="try these rates for --probe-seconds each; keep the highest with p99 <= --p99-ms"
+    )
     parser.add_argument("--probe-seconds", type=float, default=20.0)
     parser.add_argument("--p99-ms", type=float, default=100.0)
     parser.add_argument("--duration", type=float, default=300.0)

@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def trained_run(workdir: Path) -> Path:
     """A run directory of a small synthetic shop (made once, reused)."""
-    from recsys.config import load_config
-    from recsys.pipeline import train
-    from recsys.synth import SynthConfig, synth
+    from recsys.data.synth import SynthConfig, synth
+    from recsys.pipeline.configure import load_config
+    from recsys.pipeline.train import train
 
     run_dir = workdir / "run"
     if not (run_dir / "metrics.json").exists():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -12,12 +14,20 @@ from features.registry import KEYS, FeatureContext, FeatureSpec, MomentContext, 
 from features.state import UNKNOWN_CATEGORY, whole_seconds
 
 F32 = pl.Float32
+Rate = TypeVar("Rate", pl.Expr, np.ndarray)
 PRIOR_IMPRESSIONS = 20.0  # smoothing strength: a CTR counts as this many impressions at the global rate
+
+
+def smoothed_rate(clicks: Rate, shown: Rate, prior: Rate | float, strength: float = PRIOR_IMPRESSIONS) -> Rate:
+    """The one smoothed CTR: clicks plus `strength` pseudo-impressions at the `prior` rate, over
+    impressions plus `strength`. Polars expressions or numpy arrays: the same float64 operations
+    in the same order, so the log and counters paths agree bit for bit."""
+    return (clicks + strength * prior) / (shown + strength)
 
 
 def _smoothed_ctr(clicks: pl.Expr, shown: pl.Expr) -> pl.Expr:
     """Shrinks a CTR towards `_prior`, the global CTR before the target's ts."""
-    return (clicks + PRIOR_IMPRESSIONS * pl.col("_prior")) / (shown + PRIOR_IMPRESSIONS)
+    return smoothed_rate(clicks, shown, pl.col("_prior"))
 
 
 def _totals(ctx: FeatureContext) -> pl.DataFrame:
@@ -44,8 +54,8 @@ def _prior_at(ctx: MomentContext) -> np.ndarray:
 
 
 def _smoothed(clicks: np.ndarray, shown: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    """`_smoothed_ctr` in numpy: the same float64 operations in the same order."""
-    return (clicks + PRIOR_IMPRESSIONS * prior) / (shown + PRIOR_IMPRESSIONS)
+    """`_smoothed_ctr` over the counters."""
+    return smoothed_rate(clicks, shown, prior)
 
 
 def _days(since: np.ndarray, now: np.ndarray) -> pl.Series:
@@ -370,3 +380,11 @@ def user_topic_at(ctx: MomentContext) -> MomentValues:
         "user_topic_share": (clicks_t + 1.0 / n_topics) / (clicks_user + 1.0),
         "user_topic_ctr": _smoothed(clicks_t, shown_t, _prior_at(ctx)),
     }
+
+
+def horizon_of(artefacts: Mapping[str, Any]) -> int:
+    """The longest look-back (µs) of any counters twin for a run's artefacts: item_popularity's
+    7 days (and 1 day), item_trend's twice the recent window (and the window, and an eighth of
+    it); the global rates use the same windows; every other count is over all time."""
+    scale = artefacts.get("time_scale") or {}
+    return max(WEEK_US, 2 * int(scale.get(RECENT_US_KEY, 0)))

@@ -55,7 +55,9 @@ def _interest_scores(blurb_texts: list[str | None], hists: list[list[str]], scor
 )
 def blurb_features(ctx: FeatureContext) -> pl.DataFrame:
     rows = _with_blurbs(ctx.targets.select(*KEYS, "user_id", "ts"), ctx.artefacts["blurbs"])
-    scores = _interest_scores(rows["blurb"].to_list(), histories(rows, ctx.log, history_length(ctx.artefacts["interest"])), ctx.artefacts["interest"])
+    scores = _interest_scores(
+        rows["blurb"].to_list(), histories(rows, ctx.log, history_length(ctx.artefacts["interest"])), ctx.artefacts["interest"]
+    )
     return rows.select(*KEYS, blurb_interest=pl.Series(scores, dtype=pl.Float32), **_blurb_shape())
 
 

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
 import polars as pl
 
-from recsys.errors import RecsysInputError
-from recsys.stopwatch import stage
+from recsys.core.errors import RecsysInputError
+from recsys.core.stopwatch import stage
 
 if TYPE_CHECKING:
     from features.state import LogState
@@ -109,7 +108,9 @@ class FeatureGroup:
 REGISTRY: dict[str, FeatureGroup] = {}
 
 
-def register(name: str, specs: list[FeatureSpec], requires: tuple[str, ...] = ()) -> Callable[[Callable[[FeatureContext], pl.DataFrame]], Callable[[FeatureContext], pl.DataFrame]]:
+def register(
+    name: str, specs: list[FeatureSpec], requires: tuple[str, ...] = ()
+) -> Callable[[Callable[[FeatureContext], pl.DataFrame]], Callable[[FeatureContext], pl.DataFrame]]:
     """Decorator: declare a feature group once, by name."""
 
     def wrap(fn: Callable[[FeatureContext], pl.DataFrame]) -> Callable[[FeatureContext], pl.DataFrame]:
@@ -121,7 +122,9 @@ def register(name: str, specs: list[FeatureSpec], requires: tuple[str, ...] = ()
     return wrap
 
 
-def register_derived(name: str, specs: list[FeatureSpec]) -> Callable[[Callable[[pl.DataFrame], pl.DataFrame]], Callable[[pl.DataFrame], pl.DataFrame]]:
+def register_derived(
+    name: str, specs: list[FeatureSpec]
+) -> Callable[[Callable[[pl.DataFrame], pl.DataFrame]], Callable[[pl.DataFrame], pl.DataFrame]]:
     """Decorator: a group computed from the other groups' columns of the same request
     (`derive(frame) -> frame` keyed by request_id, item_id; absent input columns give nulls)."""
 
@@ -175,26 +178,6 @@ def at_moment(name: str) -> Callable[[Callable[[MomentContext], MomentValues]], 
         return fn
 
     return wrap
-
-
-def load_all() -> dict[str, FeatureGroup]:
-    """Import every module that registers groups, then return the registry."""
-    import features.behavioural  # noqa: F401
-    import features.blurbs  # noqa: F401
-    import features.collaborative  # noqa: F401
-    import features.context  # noqa: F401
-    import features.text  # noqa: F401
-
-    return REGISTRY
-
-
-def resolve(names: list[str]) -> list[FeatureGroup]:
-    """Groups by name, in order; an unknown name is a RecsysInputError listing the known ones."""
-    registry = load_all()
-    unknown = [n for n in names if n not in registry]
-    if unknown:
-        raise RecsysInputError(f"unknown feature group(s) {unknown}; known: {sorted(registry)}")
-    return [registry[n] for n in names]
 
 
 def compute_features(groups: list[FeatureGroup], ctx: FeatureContext) -> pl.DataFrame:

@@ -13,7 +13,7 @@ objects per event. An item's (and the whole log's) events are kept per distinct 
 running click and impression counts (24 bytes a moment, grown in place); a user's counts per item
 and per category are two arrays (20 bytes a pair); a user keeps only their latest clicks
 (`KEPT_CLICKS`, the histories read the last 10; which items they ever clicked is in the per-item
-counts). With `set_horizon` (serving sets the run's `horizon_of`), events older than the longest
+counts). With `set_horizon` (serving sets the run's `features.behavioural.horizon_of`), events older than the longest
 window any feature reads are folded into per-key totals, so memory holds one horizon of events,
 not the whole stream. A window that would reach into folded events is an AssertionError, never a
 wrong value.
@@ -43,16 +43,6 @@ def micros(ts: datetime | pl.Series) -> np.ndarray:
 def whole_seconds(delta_us: np.ndarray) -> np.ndarray:
     """Durations in whole seconds, truncated toward zero (what polars' `dt.total_seconds` does)."""
     return np.where(delta_us >= 0, delta_us // 1_000_000, -(-delta_us // 1_000_000))
-
-
-def horizon_of(artefacts: Mapping[str, Any]) -> int:
-    """The longest look-back (µs) of any counters twin for a run's artefacts: item_popularity's
-    7 days (and 1 day), item_trend's twice the recent window (and the window, and an eighth of
-    it); the global rates use the same windows; every other count is over all time."""
-    from features.behavioural import RECENT_US_KEY, WEEK_US
-
-    scale = artefacts.get("time_scale") or {}
-    return max(WEEK_US, 2 * int(scale.get(RECENT_US_KEY, 0)))
 
 
 class Trail:
@@ -146,7 +136,7 @@ class Trail:
     def _window(self, since: int) -> None:
         if self.folded_before is not None and since < self.folded_before:
             raise AssertionError(f"bug: a window from {since} µs reaches before {self.folded_before} µs, where the "
-                                 "counters were folded; LogState.set_horizon needs the longest window (horizon_of)")
+                                 "counters were folded; LogState.set_horizon needs the longest window (features.behavioural.horizon_of)")
 
     def counts(self, before: int, since: int | None = None) -> tuple[float, float]:
         """(clicks, impressions) of events with ts in [since, before) (or (-inf, before))."""
@@ -368,7 +358,7 @@ class LogState:
         """Fold, from the next `add` or `fold` on, the events older than `horizon_us` before the
         newest one into per-key totals (every eighth of a horizon of event time: memory holds
         about 1.125 horizons of events). Every window a feature reads from a moment after the
-        log must be at most `horizon_us` long (`horizon_of`); None: keep every event."""
+        log must be at most `horizon_us` long (`features.behavioural.horizon_of`); None: keep every event."""
         self.horizon = horizon_us
         self._folded_at = None
 

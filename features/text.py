@@ -11,7 +11,6 @@ from features.history import click_histories
 from features.registry import KEYS, FeatureContext, FeatureSpec, MomentContext, MomentValues, at_moment, register
 
 
-
 def history_length(scorer: Any) -> int:
     """How many recent clicks make a user for this interest model: the length it was trained
     with (its config's `history_len`), so training and serving read the same number."""

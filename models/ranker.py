@@ -13,7 +13,7 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from recsys.config import RankerConfig
+from recsys.core.config import RankerConfig
 
 log = logging.getLogger(__name__)
 MODEL_FILE, SPEC_FILE = "model.txt", "spec.json"

@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from recsys.compare import compare_runs, comparison_of_run
+from recsys.pipeline.compare import compare_runs, comparison_of_run
 
 
 @dataclass
@@ -63,8 +63,8 @@ def compare(paths: list[str | Path]) -> pl.DataFrame:
 
 def train_run(data: str | Path, run_dir: str | Path, config: str | Path | None = None, overrides: list[str] | None = None,
               track: bool = True) -> Run:
-    from recsys.config import load_config
-    from recsys.pipeline import train
+    from recsys.pipeline.configure import load_config
+    from recsys.pipeline.train import train
 
     train(load_config(Path(config) if config else None, overrides), Path(data), Path(run_dir), track=track)
     return load_run(run_dir)

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from recsys.errors import RecsysInputError
+from recsys.core.errors import RecsysInputError
 
 app = typer.Typer(
     help="Personalized recommendations with generative text features. "
@@ -55,11 +55,19 @@ class UnknownItemPolicy(str, Enum):
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail, and show the libraries' "
-                                               "output (Ray, MLflow, HuggingFace) instead of writing it to the run's log.")] = False) -> None:
+def main(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Log debug detail, and show the libraries' output (Ray, MLflow, HuggingFace) instead of writing it to the run's log.",
+        ),
+    ] = False,
+) -> None:
     import os
 
-    from recsys.logs import setup
+    from recsys.core.logs import setup
 
     os.environ.setdefault("TQDM_NCOLS", "100")  # progress bars (with -v) fit a 100-column terminal
     setup(verbose, console)
@@ -105,12 +113,16 @@ def import_events_cmd(
     events: Annotated[Path, typer.Option(help="EVENTS.csv/.parquet: user_id,item_id,timestamp,clicked [,request_id,position,rating]")],
     items: Annotated[Path, typer.Option(help="ITEMS.csv/.parquet: item_id,title,text [,category,attributes,created_at]")],
     out_dir: Annotated[Path, typer.Option("--out", help="Dataset directory to write.")],
-    unknown_items: Annotated[UnknownItemPolicy, typer.Option(help="Events for items missing from ITEMS: reject them, or add empty placeholder items.")] = UnknownItemPolicy.reject,
+    unknown_items: Annotated[
+        UnknownItemPolicy, typer.Option(help="Events for items missing from ITEMS: reject them, or add empty placeholder items.")
+    ] = UnknownItemPolicy.reject,
     max_text_chars: Annotated[int, typer.Option(help="Items whose title+text is longer are rejected.")] = 20_000,
-    session_gap_minutes: Annotated[int, typer.Option(help="Without request_id, a user's rows form one request until a gap this long.")] = 30,
+    session_gap_minutes: Annotated[
+        int, typer.Option(help="Without request_id, a user's rows form one request until a gap this long.")
+    ] = 30,
 ) -> None:
     """Import the contract format (docs/CONTRACT.md): events and items as CSV or parquet."""
-    from recsys.importers.events import import_events
+    from recsys.data.importers.events import import_events
 
     manifest = import_events(events, items, out_dir, unknown_items=unknown_items.value,
                              max_text_chars=max_text_chars, session_gap_minutes=session_gap_minutes)
@@ -122,11 +134,13 @@ def import_mind_cmd(
     behaviors: Annotated[Path, typer.Option(help="MIND behaviors.tsv")],
     news: Annotated[Path, typer.Option(help="MIND news.tsv")],
     out_dir: Annotated[Path, typer.Option("--out", help="Dataset directory to write.")],
-    unknown_items: Annotated[UnknownItemPolicy, typer.Option(help="News ids missing from news.tsv: reject, or add placeholder items.")] = UnknownItemPolicy.reject,
+    unknown_items: Annotated[
+        UnknownItemPolicy, typer.Option(help="News ids missing from news.tsv: reject, or add placeholder items.")
+    ] = UnknownItemPolicy.reject,
     max_text_chars: Annotated[int, typer.Option(help="Items whose title+abstract is longer are rejected.")] = 20_000,
 ) -> None:
     """Import MIND news-recommendation TSV files (impression id = request id)."""
-    from recsys.importers.mind import import_mind
+    from recsys.data.importers.mind import import_mind
 
     manifest = import_mind(behaviors, news, out_dir, unknown_items=unknown_items.value, max_text_chars=max_text_chars)
     _report_import(manifest, out_dir)
@@ -141,7 +155,7 @@ def import_movielens_cmd(
     session_gap_minutes: Annotated[int, typer.Option(help="A user's ratings form one request until a gap this long.")] = 30,
 ) -> None:
     """Import MovieLens ratings: every rated movie was shown; rating >= threshold is a click."""
-    from recsys.importers.movielens import import_movielens
+    from recsys.data.importers.movielens import import_movielens
 
     manifest = import_movielens(directory, out_dir, click_threshold=click_threshold, with_tags=tags,
                                 session_gap_minutes=session_gap_minutes)
@@ -166,12 +180,12 @@ def synth_cmd(
 ) -> None:
     """Generate a synthetic dataset (with ground_truth.parquet holding the true click model)."""
     if profile is SynthProfile.news:
-        from recsys.synth_news import NewsConfig, articles_per_day, synth_news
+        from recsys.data.synth_news import NewsConfig, articles_per_day, synth_news
 
         per_day = articles_per_day(items, days) if items else NewsConfig.articles_per_day
         manifest = synth_news(NewsConfig(users=users or 3000, days=days, seed=seed, articles_per_day=per_day), out_dir)
     else:
-        from recsys.synth import SynthConfig, synth
+        from recsys.data.synth import SynthConfig, synth
 
         manifest = synth(SynthConfig(users=users or 2000, items=items or 1000, days=days, seed=seed), out_dir)
     out.print(f"wrote {manifest['rows']['events']:,} impressions of {manifest['rows']['items']:,} items "
@@ -181,7 +195,7 @@ def synth_cmd(
 @data_app.command("validate")
 def validate_cmd(directory: Annotated[Path, typer.Argument(help="Dataset directory.")]) -> None:
     """Check a dataset directory: schemas, manifest hashes and counts, references. Exit 1 if invalid."""
-    from recsys.dataset import validate_dataset
+    from recsys.core.dataset import validate_dataset
 
     problems = validate_dataset(directory)
     if problems:
@@ -197,8 +211,8 @@ def describe_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Summarise a dataset: sizes, time range, click rate, activity, cold items, rejects."""
-    from recsys.dataset import load_dataset
-    from recsys.describe import describe
+    from recsys.core.dataset import load_dataset
+    from recsys.data.describe import describe
 
     summary = describe(load_dataset(directory))
     if as_json:
@@ -223,11 +237,11 @@ def evaluate_cmd(
 
     popularity, recent_popularity_1d/_7d and recent_popularity are the same point-in-time scorers,
     under the same names, as in `recsys train`'s table; random and recent_ctr exist only here."""
-    from recsys.compare import longest_slate
-    from recsys.dataset import load_dataset
-    from recsys.evaluate import evaluate_baselines, test_targets
-    from recsys.logs import quiet
-    from recsys.splits import SplitConfig
+    from recsys.core.dataset import load_dataset
+    from recsys.core.logs import quiet
+    from recsys.core.splits import SplitConfig
+    from recsys.pipeline.compare import longest_slate
+    from recsys.pipeline.evaluate import evaluate_baselines, test_targets
 
     with quiet(None, console):
         split, table = evaluate_baselines(load_dataset(data), SplitConfig(valid_fraction, test_fraction))
@@ -256,11 +270,11 @@ def train_cmd(
     """Run the pipeline: interest model -> blurbs -> features -> LambdaMART ranker, tracked in MLflow."""
     import time
 
-    from recsys.compare import comparison_of_run, run_longest_slate
-    from recsys.config import load_config
-    from recsys.logs import progress, quiet, seconds_text
-    from recsys.pipeline import train
-    from recsys.report import mlflow_line
+    from recsys.core.logs import progress, quiet, seconds_text
+    from recsys.pipeline.compare import comparison_of_run, run_longest_slate
+    from recsys.pipeline.configure import load_config
+    from recsys.pipeline.report import mlflow_line
+    from recsys.pipeline.train import train
 
     started = time.perf_counter()
     cfg = load_config(config, overrides or [])
@@ -269,7 +283,7 @@ def train_cmd(
         raise RecsysInputError("train: no dataset; pass --data DIR (or set `data` in the config)")
     run_dir = run_dir or Path("runs") / cfg.name
     if not (Path(data_dir) / "manifest.json").exists():
-        from recsys.dataset import load_dataset
+        from recsys.core.dataset import load_dataset
 
         load_dataset(Path(data_dir))  # its one-line error, before a run directory is made for the log
     log_path = Path(run_dir) / "train.log"
@@ -305,7 +319,9 @@ def score_cmd(
 
 @app.command("serve")
 def serve_cmd(
-    model: Annotated[str | None, typer.Option(help="models:/NAME@ALIAS, models:/NAME/VERSION (MLflow registry) or a run directory.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="models:/NAME@ALIAS, models:/NAME/VERSION (MLflow registry) or a run directory.")
+    ] = None,
     run: Annotated[Path | None, typer.Option(help="A trained run directory (same as --model DIR).")] = None,
     challenger: Annotated[str | None, typer.Option(help="Second model for an A/B split (same forms as --model).")] = None,
     challenger_share: Annotated[float, typer.Option(help="Share of users (sticky by hash) ranked by the challenger, 0..1.")] = 0.1,
@@ -313,21 +329,49 @@ def serve_cmd(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
     replicas: Annotated[int, typer.Option(help="Ray Serve replicas.")] = 1,
     replica_cpus: Annotated[float, typer.Option(help="CPUs reserved per replica.")] = 1.0,
-    state_dir: Annotated[Path, typer.Option(help="Where the durable feedback log and the served-features log live.")] = Path("serving_state"),
-    clock: Annotated[str, typer.Option(help="'log': time = just after the newest logged event (historical data, demos); 'wall': the system clock (a live shop).")] = "log",
+    state_dir: Annotated[Path, typer.Option(help="Where the durable feedback log and the served-features log live.")] = Path(
+        "serving_state"
+    ),
+    clock: Annotated[
+        str,
+        typer.Option(
+            help="'log': time = just after the newest logged event (historical data, demos); 'wall': the system clock (a live shop)."
+        ),
+    ] = "log",
     max_candidates: Annotated[int, typer.Option(help="Most candidates one /v1/rank call may send.")] = 500,
     reload_seconds: Annotated[float, typer.Option(help="How often registry aliases are checked for a new version (0: never).")] = 30.0,
     access_log: Annotated[bool, typer.Option(help="Log every request (off for benchmarks).")] = True,
     batch: Annotated[bool, typer.Option(help="Rank concurrent requests together (@serve.batch): pays when they share candidates.")] = False,
-    api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key; when it is set, every /v1 call needs the key (X-API-Key or Authorization: Bearer).")] = "RECSYS_API_KEY",
+    api_key_env: Annotated[
+        str,
+        typer.Option(
+            help="Environment variable holding the API key; when it is set, every /v1 call needs the key "
+            "(X-API-Key or Authorization: Bearer)."
+        ),
+    ] = "RECSYS_API_KEY",
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted (413 above).")] = 1_000_000,
-    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics of the local Ray, Ray Serve's ray_serve_* included (0: a random port).")] = 9095,
-    rank_per_key: Annotated[float | None, typer.Option(help="/v1/rank requests/s per API key (or client address), per replica; 0: no limit. Default: ServeSettings.")] = None,
-    rank_per_user: Annotated[float | None, typer.Option(help="/v1/rank requests/s per user_id, per replica (429 + Retry-After above). Default: ServeSettings.")] = None,
-    feedback_per_key: Annotated[float | None, typer.Option(help="/v1/feedback events/s per API key (or client address), per replica. Default: ServeSettings.")] = None,
-    feedback_per_user: Annotated[float | None, typer.Option(help="/v1/feedback events/s per user_id, per replica. Default: ServeSettings.")] = None,
-    burst_seconds: Annotated[float | None, typer.Option(help="A rate-limit bucket holds this many seconds of its rate. Default: ServeSettings.")] = None,
-    compact_bytes: Annotated[int | None, typer.Option(help="Fold feedback.jsonl into feedback-snapshot.parquet at this size (0: never). Default: ServeSettings.")] = None,
+    metrics_port: Annotated[
+        int, typer.Option(help="Prometheus metrics of the local Ray, Ray Serve's ray_serve_* included (0: a random port).")
+    ] = 9095,
+    rank_per_key: Annotated[
+        float | None,
+        typer.Option(help="/v1/rank requests/s per API key (or client address), per replica; 0: no limit. Default: ServeSettings."),
+    ] = None,
+    rank_per_user: Annotated[
+        float | None, typer.Option(help="/v1/rank requests/s per user_id, per replica (429 + Retry-After above). Default: ServeSettings.")
+    ] = None,
+    feedback_per_key: Annotated[
+        float | None, typer.Option(help="/v1/feedback events/s per API key (or client address), per replica. Default: ServeSettings.")
+    ] = None,
+    feedback_per_user: Annotated[
+        float | None, typer.Option(help="/v1/feedback events/s per user_id, per replica. Default: ServeSettings.")
+    ] = None,
+    burst_seconds: Annotated[
+        float | None, typer.Option(help="A rate-limit bucket holds this many seconds of its rate. Default: ServeSettings.")
+    ] = None,
+    compact_bytes: Annotated[
+        int | None, typer.Option(help="Fold feedback.jsonl into feedback-snapshot.parquet at this size (0: never). Default: ServeSettings.")
+    ] = None,
 ) -> None:
     """Serve /v1/rank, /v1/feedback, /healthz, /v1/model and the demo shop page on Ray Serve."""
     import os
@@ -419,12 +463,12 @@ def bench_serve_cmd(
     import tempfile
     from dataclasses import asdict
 
-    from recsys.logs import quiet
+    import torch
+
+    from recsys.core.logs import quiet
     from serving.bench import http_levels, in_process, make_requests
     from serving.deploy import ServerOptions, start, stop
     from serving.service import RankingService, ServeSettings
-
-    import torch
 
     torch.set_num_threads(1)  # as in a replica (serving/deploy.py)
     levels = concurrency or [1, 8, 32]
@@ -465,9 +509,11 @@ def bench_serve_cmd(
 
 
 @experiments_app.command("list")
-def experiments_list_cmd(directory: Annotated[Path, typer.Option(help="Folder of experiment TOMLs.")] = Path(__file__).resolve().parent.parent / "experiments") -> None:
+def experiments_list_cmd(
+    directory: Annotated[Path, typer.Option(help="Folder of experiment TOMLs.")] = Path(__file__).resolve().parent.parent / "experiments",
+) -> None:
     """The experiment configs: name, task, feature groups, description."""
-    from recsys.config import load_config
+    from recsys.pipeline.configure import load_config
 
     if not directory.is_dir():
         raise RecsysInputError(f"experiments list: {directory} is not a folder (of experiment TOMLs)")
@@ -488,7 +534,7 @@ def experiments_compare_cmd(
 ) -> None:
     """Test metrics of runs side by side: one row per run, each metric's delta vs the first run
     with its paired bootstrap 95% CI."""
-    from recsys.compare import compare_runs, compare_wide, plot_comparison, recall_is_trivial, run_labels
+    from recsys.pipeline.compare import compare_runs, compare_wide, plot_comparison, recall_is_trivial, run_labels
 
     table = compare_runs(runs)
     wide = compare_wide(table)
@@ -525,7 +571,7 @@ def experiments_ablate_cmd(
     track: Annotated[bool, typer.Option(help="Log under one parent MLflow run.")] = True,
 ) -> None:
     """Retrain the ranker without each feature group (parallel Ray tasks) and compare."""
-    from recsys.ablate import ablate
+    from recsys.pipeline.ablate import ablate
 
     table = ablate(run, track=track)
     view = Table(title=f"ablations of {run}")
@@ -543,7 +589,7 @@ def promote_cmd(
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
 ) -> None:
     """Point an alias (default: champion) at a model version."""
-    from recsys.tracking import promote
+    from recsys.pipeline.tracking import promote
 
     promote(name, version, alias)
     out.print(f"{name}@{alias} -> version {version}")
@@ -557,8 +603,8 @@ def print_metrics_table(table: Any, title: str, longest: int | None = None, ship
     """One row per model. `longest`: the most candidates in one judged request; at <= 10 Recall@10
     is 1 for any order, so it is left out. `shipped`: the candidate the release gate copied to
     `ranker` (shown once, as the ranker)."""
-    from recsys.compare import recall_is_trivial
-    from recsys.metrics import METRICS
+    from recsys.core.metrics import METRICS
+    from recsys.pipeline.compare import recall_is_trivial
 
     trivial = longest is not None and recall_is_trivial(longest)
     metrics = [m for m in METRICS if not (trivial and m == "recall@10")]

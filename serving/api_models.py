@@ -81,7 +81,7 @@ class RankResponse(BaseModel):
 
 
 class FeedbackEvent(Strict):
-    """One event in the import schema (recsys/schemas.py EVENTS_SCHEMA)."""
+    """One event in the import schema (recsys/core/schemas.py EVENTS_SCHEMA)."""
 
     user_id: Id
     item_id: Id

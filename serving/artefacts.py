@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from recsys.config import RunConfig
-from recsys.stopwatch import stage
+from recsys.core.config import RunConfig
+from recsys.core.stopwatch import stage
 
 BLURBS_FILE = Path("blurbs") / "blurbs.parquet"
 BLURB_VECTORS_FILE = Path("blurbs") / "blurb_vectors.parquet"
@@ -106,7 +106,7 @@ def _item_item(run_dir: Path) -> Any:
     dense inverse: seconds of every replica's start-up). Fits are deterministic, so a saved fit
     equals a refit."""
     from features.collaborative import ItemItem, fit_ease
-    from recsys.dataset import file_sha256
+    from recsys.core.dataset import file_sha256
 
     log_file, path = run_dir / "state" / "log.parquet", run_dir / CF_FILE
     digest = file_sha256(log_file)

@@ -23,10 +23,10 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from models.ranker import fingerprint
-from recsys.dataset import file_sha256
-from recsys.errors import RecsysInputError
-from recsys.raytools import ensure_ray
-from recsys.schemas import SCORES_SCHEMA
+from recsys.core.dataset import file_sha256
+from recsys.core.errors import RecsysInputError
+from recsys.core.raytools import ensure_ray
+from recsys.core.schemas import SCORES_SCHEMA
 
 log = logging.getLogger(__name__)
 

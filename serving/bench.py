@@ -116,13 +116,13 @@ class StageResult:
 
 def profile(service: RankingService, requests: list[dict]) -> list[StageResult]:
     """Where one in-process request's time goes: body parsing (what FastAPI does with the JSON
-    bytes), each marked stage of `RankingService.rank` (recsys.stopwatch), and the response's
+    bytes), each marked stage of `RankingService.rank` (recsys.core.stopwatch), and the response's
     validation and JSON encoding (FastAPI's fast path: a pydantic TypeAdapter to bytes). Stages
     nest: `features` holds `features/<group>`, `explain` holds `explain/contributions`;
     `unmarked` is the time between the top-level marks, `total` all of it."""
     from pydantic import TypeAdapter
 
-    from recsys.stopwatch import recording, stage
+    from recsys.core.stopwatch import recording, stage
     from serving.api_models import RankResponse
 
     response = TypeAdapter(RankResponse)

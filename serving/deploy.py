@@ -114,7 +114,7 @@ def app_builder(args: dict[str, Any]) -> Any:
 
 def start(settings: ServeSettings, options: ServerOptions = ServerOptions()) -> str:
     """Start (or update) the app on Ray Serve; returns its base URL. Non-blocking."""
-    from recsys.raytools import ensure_ray
+    from recsys.core.raytools import ensure_ray
 
     settings = absolute(settings)
     for ref in (settings.model, settings.challenger):
@@ -134,7 +134,7 @@ def start(settings: ServeSettings, options: ServerOptions = ServerOptions()) -> 
 def absolute(settings: ServeSettings) -> ServeSettings:
     """Replicas may run in another working directory (or on another node): pass absolute paths
     and the tracking URI resolved here, where the operator typed them."""
-    from recsys.tracking import tracking_uri
+    from recsys.core.mlstore import tracking_uri
 
     def path_or_ref(ref: str | None) -> str | None:
         return ref if ref is None or is_registry_ref(ref) else str(Path(ref).resolve())

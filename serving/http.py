@@ -179,8 +179,11 @@ def build_app(get_service: Callable[[], RankingService],
     async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
         # e.g. a body that is not UTF-8 at all (400), an unknown path (404), a wrong method (405)
         where = "body" if err.status_code == 400 else "path"
-        return JSONResponse(status_code=err.status_code, headers=getattr(err, "headers", None),
-                            content={"message": f"{where}: {err.detail}", "detail": [{"loc": [where], "msg": str(err.detail), "type": "http"}]})
+        return JSONResponse(
+            status_code=err.status_code,
+            headers=getattr(err, "headers", None),
+            content={"message": f"{where}: {err.detail}", "detail": [{"loc": [where], "msg": str(err.detail), "type": "http"}]},
+        )
 
     @app.exception_handler(RequestError)
     async def refused(_: Request, err: RequestError) -> JSONResponse:

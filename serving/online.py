@@ -34,7 +34,7 @@ from typing import Any
 import polars as pl
 
 from features.pointintime import global_totals
-from recsys.schemas import EVENTS_SCHEMA
+from recsys.core.schemas import EVENTS_SCHEMA
 from serving.eventlog import SEGMENT_KEY, JsonlLog, encode, open_locked, segment_of
 
 FEEDBACK_FILE = "feedback.jsonl"

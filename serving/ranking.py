@@ -11,8 +11,8 @@ import numpy as np
 import polars as pl
 
 from features.state import LogState
-from recsys.stopwatch import stage
 from models.blurbs.safety import Rules, extractive_summary
+from recsys.core.stopwatch import stage
 from serving.api_models import Contribution, ModelInfo, RankedItem
 from serving.explain import EVIDENCE, reasons, top_features
 from serving.online import LogSnapshot
@@ -153,7 +153,9 @@ class RankingModel:
                 out.append(Ranking(rows.item_ids[lo:hi], values[lo:hi], scores[lo:hi], ranked, asks[n].user_id in known))
         return out
 
-    def explain(self, rows: FeatureRows, explained: np.ndarray, known: set[str]) -> tuple[dict[int, str | None], dict[int, list[tuple[str, float | None, float]]]]:
+    def explain(
+        self, rows: FeatureRows, explained: np.ndarray, known: set[str]
+    ) -> tuple[dict[int, str | None], dict[int, list[tuple[str, float | None, float]]]]:
         """Reasons and top contributions of the rows `explained` (the returned top_k only:
         contributions cost ~0.1 ms a row), by row index."""
         if len(explained) == 0:

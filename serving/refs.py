@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsys.errors import RecsysInputError
+from recsys.core.errors import RecsysInputError
 
 REGISTRY_REF = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))$")
 
@@ -41,7 +41,7 @@ def resolve(ref: str, tracking_uri: str = "") -> ResolvedModel:
     match = REGISTRY_REF.match(ref)
     if not match:
         raise RecsysInputError(f"model {ref!r}: expected models:/NAME@ALIAS, models:/NAME/VERSION or a run directory")
-    from recsys.tracking import tracking_uri as default_uri
+    from recsys.core.mlstore import tracking_uri as default_uri
 
     uri = default_uri(tracking_uri)
     _check_store(ref, uri)

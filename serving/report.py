@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 from scipy.stats import binomtest, chi2_contingency
 
-from recsys.errors import RecsysInputError
+from recsys.core.errors import RecsysInputError
 from serving.eventlog import JsonlLog
 from serving.online import FEEDBACK_FILE, read_feedback
 from serving.service import SERVED_FILE

@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from features.registry import FeatureContext, MomentContext, MomentFeatures, compute_features, moment_features, resolve
+from features.groups import resolve
+from features.registry import FeatureContext, MomentContext, MomentFeatures, compute_features, moment_features
 from features.state import LogState, micros
 from models.ranker import is_ranker_dir, load_ranker
-from recsys.config import RunConfig, from_dict
-from recsys.errors import RecsysInputError
+from recsys.core.config import RunConfig, from_dict
+from recsys.core.errors import RecsysInputError
 from serving.artefacts import load_artefacts
 
 

@@ -17,12 +17,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from features.state import LogState, horizon_of
+from features.behavioural import horizon_of
+from features.state import LogState
+from recsys.core.stopwatch import stage
 from serving.api_models import FeedbackRequest, FeedbackResponse, Health, ModelInfo, RankRequest, RankResponse
 from serving.eventlog import JsonlLog
 from serving.online import OnlineState
 from serving.ranking import Ask, RankingModel, served_record
-from recsys.stopwatch import stage
 from serving.refs import is_registry_ref, resolve
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,12 @@ class RankingService:
 
         model = self.arms[CHAMPION]
         clicks = self.state.snapshot().log.filter(pl.col("clicked") == 1).sort("ts")
-        top = clicks.group_by("user_id").agg(clicks=pl.len(), recent=pl.col("item_id").tail(3)).sort(["clicks", "user_id"], descending=[True, False]).head(limit)
+        top = (
+            clicks.group_by("user_id")
+            .agg(clicks=pl.len(), recent=pl.col("item_id").tail(3))
+            .sort(["clicks", "user_id"], descending=[True, False])
+            .head(limit)
+        )
         return [{"user_id": r["user_id"], "clicks": r["clicks"],
                  "recent": [(model.catalog.get(i) or {}).get("title") or i for i in r["recent"]]} for r in top.to_dicts()]
 

@@ -20,7 +20,7 @@ def write_text(path: Path, text: str) -> Path:
 @pytest.fixture
 def tiny_shop(tmp_path: Path) -> Path:
     """A small synthetic shop (about 3k impressions) in a dataset directory."""
-    from recsys.synth import SynthConfig, synth
+    from recsys.data.synth import SynthConfig, synth
 
     out = tmp_path / "shop"
     synth(SynthConfig(users=120, items=80, days=10, seed=3), out)

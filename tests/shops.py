@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys.importers.events import import_events
+from recsys.data.importers.events import import_events
 
 HOSTILE_TITLE = '<img src=x onerror="window.__pwned=1">Red mug red0'
 

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys.config import load_config
-from recsys.pipeline import train
+from recsys.pipeline.configure import load_config
+from recsys.pipeline.train import train
 from tests.shops import colour_shop
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ import pytest
 import features.blurbs  # noqa: F401  (registers the group)
 from features.blurbs import histories
 from features.registry import REGISTRY, FeatureContext, compute_features
-from recsys.schemas import EVENTS_SCHEMA
+from recsys.core.schemas import EVENTS_SCHEMA
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 COLOURS = ["red", "blue", "green"]

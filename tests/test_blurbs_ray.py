@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 
 from models.blurbs import BLURBS_SCHEMA, BlurbConfig, run
-from recsys.dataset import load_dataset
-from recsys.splits import time_split
+from recsys.core.dataset import load_dataset
+from recsys.core.splits import time_split
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def ray_local() -> Iterator[None]:
     import ray
 
-    from recsys.raytools import ensure_ray
+    from recsys.core.raytools import ensure_ray
 
     ensure_ray()
     yield
@@ -37,9 +37,8 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.ray
 @pytest.mark.timeout(240)
 def test_stage_on_ray_trains_generates_and_reuses_cache(ray_local: None, tiny_llama: Path, tmp_path: Path) -> None:
-    from recsys.synth import SynthConfig, synth
-
     from models.blurbs.finetune import finetune
+    from recsys.data.synth import SynthConfig, synth
 
     synth(SynthConfig(users=60, items=16, days=5, seed=5), tmp_path / "shop")
     data = load_dataset(tmp_path / "shop")
@@ -90,7 +89,7 @@ def test_real_smollm2_converts_once_and_writes_checked_blurbs(tmp_path: Path) ->
     end to end; it must write at least one blurb that passes every check, and nothing it shows may
     fail one."""
     from models.blurbs.generator import smollm2_dir
-    from recsys.synth import SynthConfig, synth
+    from recsys.data.synth import SynthConfig, synth
 
     synth(SynthConfig(users=30, items=4, days=3, seed=6), tmp_path / "shop")
     data = load_dataset(tmp_path / "shop")

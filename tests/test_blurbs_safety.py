@@ -8,8 +8,18 @@ from __future__ import annotations
 
 import pytest
 
-from models.blurbs.safety import (Rules, catalog_vocab, extractive_summary, faithfulness_issues, normalise,
-                                  pii_found, problems, repeats_title, review, words)
+from models.blurbs.safety import (
+    Rules,
+    catalog_vocab,
+    extractive_summary,
+    faithfulness_issues,
+    normalise,
+    pii_found,
+    problems,
+    repeats_title,
+    review,
+    words,
+)
 
 TITLE = "Northwind Minimalist Red Ceramic Mug"
 TEXT = ("Meet the minimalist mug in red ceramic by Northwind. Made for tea, it holds 350 ml and is "

@@ -16,9 +16,10 @@ import pytest
 
 from models.blurbs import BLURBS_SCHEMA, BlurbConfig, run
 from models.blurbs.batch import generate_cached, read_cache, with_text_hash
-from models.blurbs.generator import GeneratorSpec, minilm_dir
-from recsys.dataset import load_dataset
-from recsys.splits import time_split
+from models.blurbs.generator import GeneratorSpec
+from models.weights import minilm_dir
+from recsys.core.dataset import load_dataset
+from recsys.core.splits import time_split
 
 
 def build_tiny_llama(folder: Path) -> Path:
@@ -88,7 +89,7 @@ class EchoGenerator:
 
 
 def _dataset(tmp_path: Path, items: pl.DataFrame) -> object:
-    from recsys.synth import SynthConfig, synth
+    from recsys.data.synth import SynthConfig, synth
 
     synth(SynthConfig(users=40, items=8, days=4, seed=1), tmp_path / "shop")
     data = load_dataset(tmp_path / "shop")
@@ -155,7 +156,7 @@ class FaithfulSampler:
 
 def test_finetune_runs_locally_changes_the_version_and_is_reused(tiny_llama: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from recsys.synth import SynthConfig, synth
+    from recsys.data.synth import SynthConfig, synth
 
     monkeypatch.setattr(GeneratorSpec, "load", lambda self: FaithfulSampler())  # training itself uses the tiny llama
     synth(SynthConfig(users=60, items=12, days=5, seed=2), tmp_path / "shop")
@@ -178,7 +179,7 @@ def test_finetune_runs_locally_changes_the_version_and_is_reused(tiny_llama: Pat
 def test_click_weighting_shapes_the_examples(tmp_path: Path) -> None:
     from models.blurbs.finetune import build_examples
     from models.blurbs.safety import Rules
-    from recsys.synth import SynthConfig, synth
+    from recsys.data.synth import SynthConfig, synth
 
     synth(SynthConfig(users=80, items=20, days=5, seed=4), tmp_path / "shop")
     data = load_dataset(tmp_path / "shop")
@@ -206,7 +207,7 @@ def test_targets_are_candidates_that_pass_not_copies_of_the_source() -> None:
 
 
 def test_unknown_generator_or_weighting_is_a_clear_error() -> None:
-    from recsys.errors import RecsysInputError
+    from recsys.core.errors import RecsysInputError
 
     with pytest.raises(RecsysInputError, match="blurbs.generator"):
         BlurbConfig(generator="gpt-5")

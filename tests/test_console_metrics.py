@@ -19,9 +19,9 @@ BEHAVIOURAL = ROOT / "experiments" / "synthetic_behavioural.toml"
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Two runs of one tiny shop (the first tracked in MLflow), trained without Ray."""
-    import recsys.pipeline as pipeline
-    from recsys.config import load_config
-    from recsys.synth import SynthConfig, synth
+    import recsys.pipeline.train as pipeline
+    from recsys.data.synth import SynthConfig, synth
+    from recsys.pipeline.configure import load_config
 
     tmp = tmp_path_factory.mktemp("console")
     synth(SynthConfig(users=120, items=80, days=10, seed=3), tmp / "shop")
@@ -68,16 +68,16 @@ def test_mlflow_run_spans_the_pipeline_names_its_data_and_keeps_artifacts_beside
 
 
 def test_artifact_location_is_beside_a_sqlite_store_only(tmp_path: Path) -> None:
-    from recsys.tracking import artifact_location
+    from recsys.pipeline.tracking import artifact_location
 
     assert artifact_location(f"sqlite:///{tmp_path}/demo/mlflow.db") == (tmp_path / "demo" / "mlartifacts").as_uri()
     assert artifact_location("http://mlflow.internal:5000") is None
 
 
 def test_evaluate_and_train_give_one_baseline_one_name_one_figure(runs: dict) -> None:
-    from recsys.dataset import load_dataset
-    from recsys.evaluate import evaluate_baselines
-    from recsys.pipeline import BASELINES
+    from recsys.core.dataset import load_dataset
+    from recsys.pipeline.evaluate import evaluate_baselines
+    from recsys.pipeline.train import BASELINES
 
     _, table = evaluate_baselines(load_dataset(runs["tmp"] / "shop"))
     evaluated = {r["model"]: r for r in table.iter_rows(named=True)}
@@ -93,7 +93,7 @@ def test_evaluate_and_train_give_one_baseline_one_name_one_figure(runs: dict) ->
 
 
 def test_stage_lines_from_a_saved_run(runs: dict) -> None:
-    from recsys.report import run_summary
+    from recsys.pipeline.report import run_summary
 
     run_dir = runs["tmp"] / "full"
     lines = run_summary(run_dir)
@@ -113,7 +113,7 @@ def interest_metrics(kept: str, pre: float, tuned: float, gain_low: float | None
 
 
 def test_the_interest_line_says_which_weights_were_kept_and_why() -> None:
-    from recsys.report import interest_outcome
+    from recsys.pipeline.report import interest_outcome
 
     assert interest_outcome(interest_metrics("pretrained", 0.581, 0.577, -0.01)) == (
         "kept pretrained weights (fine-tuned valid AUC 0.577 < 0.581 pretrained)")
@@ -126,7 +126,7 @@ def test_the_interest_line_says_which_weights_were_kept_and_why() -> None:
 QUIET_SCRIPT = """
 import logging, os, sys, warnings
 from rich.console import Console
-from recsys import logs
+from recsys.core import logs
 
 console, out = Console(stderr=True, width=100), Console(width=100)
 logs.setup(False, console)
@@ -138,7 +138,7 @@ with logs.quiet(sys.argv[1], console, out):
     out.print("a table row")
     logging.getLogger("ray.train").info("Reporting training result 1: {...}")
     mlflow_like.warning("artifact_path is deprecated")
-    logging.getLogger("recsys.pipeline").info("stage features: running (key 1234)")
+    logging.getLogger("recsys.pipeline.train").info("stage features: running (key 1234)")
     logging.getLogger("features.registry").warning("a warning of ours")
     logging.getLogger("some.library").error("a library error")
     warnings.warn("DeprecationWarning noise", UserWarning, stacklevel=1)
@@ -169,7 +169,7 @@ def test_quiet_sends_library_output_to_the_log_and_keeps_stage_lines_and_errors(
 
 def test_compare_is_one_row_per_run_with_deltas_vs_the_first_and_no_reference_zeros(runs: dict, tmp_path: Path) -> None:
     from recsys.cli import app
-    from recsys.compare import compare_runs, compare_wide
+    from recsys.pipeline.compare import compare_runs, compare_wide
 
     full, pop = runs["tmp"] / "full", runs["tmp"] / "pop"
     wide = compare_wide(compare_runs([full, pop], resamples=200))
@@ -186,7 +186,7 @@ def test_compare_is_one_row_per_run_with_deltas_vs_the_first_and_no_reference_ze
 
 
 def test_run_labels_are_distinct_and_recall_is_trivial_only_on_short_slates() -> None:
-    from recsys.compare import longest_slate, recall_is_trivial, run_labels
+    from recsys.pipeline.compare import longest_slate, recall_is_trivial, run_labels
 
     assert run_labels(["demo/runs/synthetic", "demo/runs/behavioural"], ["synthetic", "synthetic_behavioural"]) == [
         "synthetic", "synthetic_behavioural"]

@@ -6,9 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from features.groups import resolve
 from features.history import click_histories
-from features.registry import REGISTRY, FeatureContext, compute_features, resolve
-from recsys.errors import RecsysInputError
+from features.registry import REGISTRY, FeatureContext, compute_features
+from recsys.core.errors import RecsysInputError
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 

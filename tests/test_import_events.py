@@ -6,9 +6,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recsys.dataset import load_dataset, validate_dataset
-from recsys.errors import RecsysInputError
-from recsys.importers.events import import_events
+from recsys.core.dataset import load_dataset, validate_dataset
+from recsys.core.errors import RecsysInputError
+from recsys.data.importers.events import import_events
 from tests.conftest import write_text
 
 ITEMS = """item_id,title,text

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys.dataset import load_dataset, validate_dataset
-from recsys.importers.mind import import_mind
-from recsys.importers.movielens import import_movielens
+from recsys.core.dataset import load_dataset, validate_dataset
+from recsys.data.importers.mind import import_mind
+from recsys.data.importers.movielens import import_movielens
 from tests.conftest import write_text
 
 NEWS = (
@@ -57,7 +57,9 @@ def test_mind_placeholder_items_cover_events_and_history(tmp_path: Path) -> None
 def test_movielens_ratings_become_clicks_and_text_has_genres_and_tags(tmp_path: Path) -> None:
     d = tmp_path / "ml"
     write_text(d / "movies.csv", 'movieId,title,genres\n1,"Toy Story, The (1995)",Animation|Comedy\n2,Heat (1995),Action\n')
-    write_text(d / "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,2,3.5,964982931\n2,2,five,964982931\n2,3,5,964982931\n")
+    write_text(
+        d / "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,2,3.5,964982931\n2,2,five,964982931\n2,3,5,964982931\n"
+    )
     write_text(d / "tags.csv", "userId,movieId,tag,timestamp\n1,1,Pixar,1\n2,1,pixar,2\n2,1,fun,3\n")
     manifest = import_movielens(d, tmp_path / "ds", click_threshold=4.0)
     data = load_dataset(tmp_path / "ds")

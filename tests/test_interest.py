@@ -18,8 +18,8 @@ import pytest
 
 from models.interest.config import InterestConfig
 from models.interest.samples import request_histories, requests_of, train_lists, valid_frame
-from recsys.dataset import Dataset, load_dataset
-from recsys.splits import time_split
+from recsys.core.dataset import Dataset, load_dataset
+from recsys.core.splits import time_split
 
 TINY = InterestConfig(encoder="tiny", max_steps=4, batch_size=8, checkpoint_every=2, epochs=2,
                       cpus_per_worker=0.5, max_valid_requests=50, lr=1e-3, valid_every=None)
@@ -37,7 +37,7 @@ def ray_local():
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    from recsys.synth import SynthConfig, synth
+    from recsys.data.synth import SynthConfig, synth
 
     out = tmp_path_factory.mktemp("interest") / "shop"
     synth(SynthConfig(users=60, items=40, days=6), out)
@@ -127,7 +127,7 @@ def test_resume_after_kill(ray_local: str, shop: Dataset, tmp_path: Path) -> Non
     split = time_split(shop.events)
     script = (
         "import sys, json; from pathlib import Path\n"
-        "from recsys.dataset import load_dataset; from recsys.splits import time_split\n"
+        "from recsys.core.dataset import load_dataset; from recsys.core.splits import time_split\n"
         "from models.interest.config import InterestConfig; from models.interest.train import run\n"
         "data = load_dataset(Path(sys.argv[1])); s = time_split(data.events)\n"
         "run(InterestConfig(**json.loads(sys.argv[2])), data, s.train, s.valid, Path(sys.argv[3]))\n"
@@ -164,8 +164,8 @@ def test_resume_after_kill(ray_local: str, shop: Dataset, tmp_path: Path) -> Non
 def colour_shop(tmp_path: Path) -> tuple[Dataset, list[str], list[str]]:
     """Red lovers click red items, blue lovers blue ones; two items of each colour are never
     shown (cold). Returns the dataset and the cold red / cold blue item ids."""
-    from recsys.dataset import write_dataset
-    from recsys.schemas import REJECTS_SCHEMA
+    from recsys.core.dataset import write_dataset
+    from recsys.core.schemas import REJECTS_SCHEMA
 
     nouns = ["mug", "lamp", "backpack", "notebook", "sneaker", "bottle", "scarf", "chair", "clock", "vase"]
     items = [(f"{c}-{n}", f"{c.title()} {n}", f"A {c} {n}.") for c in ("red", "blue") for n in nouns]

@@ -18,9 +18,9 @@ def test_trains_on_two_node_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     from ray.cluster_utils import Cluster
 
     from models.interest.train import run
-    from recsys.dataset import load_dataset
-    from recsys.splits import time_split
-    from recsys.synth import SynthConfig, synth
+    from recsys.core.dataset import load_dataset
+    from recsys.core.splits import time_split
+    from recsys.data.synth import SynthConfig, synth
 
     synth(SynthConfig(users=60, items=40, days=6), tmp_path / "shop")
     data = load_dataset(tmp_path / "shop")

@@ -7,9 +7,9 @@ import polars as pl
 import pytest
 from sklearn.metrics import ndcg_score, roc_auc_score
 
-from recsys.errors import RecsysInputError
-from recsys.metrics import mean_with_ci, per_request
-from recsys.splits import SplitConfig, time_split
+from recsys.core.errors import RecsysInputError
+from recsys.core.metrics import mean_with_ci, per_request
+from recsys.core.splits import SplitConfig, time_split
 
 
 def frame(labels: list[int], scores: list[float], request: str = "r") -> pl.DataFrame:

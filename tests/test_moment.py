@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from features.collaborative import fit_ease
-from features.registry import REGISTRY, FeatureContext, MomentContext, compute_at_moment, compute_features, load_all
+from features.groups import load_all
+from features.registry import REGISTRY, FeatureContext, MomentContext, compute_at_moment, compute_features
 from features.state import LogState, micros
-from recsys.schemas import EVENTS_SCHEMA, ITEMS_SCHEMA
+from recsys.core.schemas import EVENTS_SCHEMA, ITEMS_SCHEMA
 
 T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
 USERS = ["u0", "u1", "u2", "u3"]
@@ -109,7 +110,7 @@ STREAM = dict(
 @settings(max_examples=int(os.environ.get("RECSYS_FUZZ_EXAMPLES", "150")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(**STREAM)
-def test_counters_give_the_point_in_time_features(rows, cuts, shuffle, after, pairs) -> None:  # noqa: ANN001
+def test_counters_give_the_point_in_time_features(rows, cuts, shuffle, after, pairs) -> None:
     log = events(rows)
     # the state takes the log in pieces, in shuffled order: late events, appends, empty pieces
     order = list(range(log.height))
@@ -151,7 +152,8 @@ def test_every_twin_is_declared_once() -> None:
 
 # --- bounded counters (issue 20): folded past the longest window, histories capped ------------------
 
-from features.state import KEPT_CLICKS, horizon_of  # noqa: E402
+from features.behavioural import horizon_of  # noqa: E402
+from features.state import KEPT_CLICKS  # noqa: E402
 
 DAY = 86_400_000_000
 
@@ -159,7 +161,7 @@ DAY = 86_400_000_000
 @settings(max_examples=int(os.environ.get("RECSYS_FUZZ_EXAMPLES", "150")) // 3, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(**STREAM)
-def test_folded_counters_give_the_point_in_time_features(rows, cuts, shuffle, after, pairs) -> None:  # noqa: ANN001
+def test_folded_counters_give_the_point_in_time_features(rows, cuts, shuffle, after, pairs) -> None:
     """As above, with the counters folded past the run's horizon while the pieces (late ones
     too, some older than the fold) come in: the ~12 days of events outlast the 7-day horizon."""
     log = events(rows)

@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from recsys.config import load_config
-from recsys.errors import RecsysInputError
-from recsys.pipeline import train
+from recsys.core.errors import RecsysInputError
+from recsys.pipeline.configure import load_config
+from recsys.pipeline.train import train
 from tests.shops import colour_shop
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -51,6 +51,38 @@ def test_ranker_learns_a_users_colour_and_stages_are_cached(tmp_path: Path) -> N
     # a training knob of the ranker reruns the ranker, not the features (their key is unchanged)
     assert "ranker_full_seconds" in changed["stages"] and "features_seconds" not in changed["stages"]
     assert json.loads((tmp_path / "run" / "stages.json").read_text())["features"] == keys["features"]
+
+
+def test_each_stage_key_changes_with_what_that_stage_reads_and_nothing_else() -> None:
+    """The stage cache's promise, for every stage: a config change reruns the stages that read it
+    (and the ones downstream of them), never the others."""
+    from datetime import datetime, timedelta
+
+    from recsys.pipeline.stages import Periods
+    from recsys.pipeline.train import stage_keys
+
+    day = datetime(2026, 1, 1)
+    periods = Periods(day, [day + timedelta(days=k) for k in range(1, 4)], timedelta(days=2), day + timedelta(days=8),
+                      day + timedelta(days=10), day + timedelta(days=12))
+    base = stage_keys(load_config(), "data-hash", periods)
+    assert set(base) == {"state", "interest", "topics", "blurbs", "features"}  # the default config runs every stage
+
+    def changed(*overrides: str, data_hash: str = "data-hash", at: Periods = periods) -> set[str]:
+        keys = stage_keys(load_config(None, list(overrides)), data_hash, at)
+        assert set(keys) == set(base)
+        return {stage for stage in base if keys[stage] != base[stage]}
+
+    assert changed("ranker.num_leaves=63", "ranker.learning_rate=0.1", "ranker.objective=lambdarank") == set()
+    assert changed("ranker.max_users_per_cutoff=10") == {"features"}
+    assert changed("interest.epochs=1") == {"interest", "topics", "features"}
+    assert changed("blurbs.train_items=8") == {"blurbs", "features"}
+    assert changed("features=['item_popularity', 'interest', 'user_topic', 'blurb']") == {"features"}
+    assert changed("split.test_fraction=0.3") == set(base)
+    assert changed(data_hash="other-data") == set(base)
+    assert changed(at=Periods(*[getattr(periods, f) for f in ("interest_end", "cutoffs", "horizon", "valid_start")],
+                              periods.test_start, periods.data_end + timedelta(days=1))) == set(base)
+    off = stage_keys(load_config(None, ["stages.blurbs=false", "features=['item_popularity', 'interest']"]), "data-hash", periods)
+    assert set(off) == {"state", "interest", "features"}
 
 
 def test_contract_cli_import_train_score(tmp_path: Path) -> None:
@@ -95,8 +127,8 @@ def test_mlflow_registry_aliases(tmp_path: Path) -> None:
 
 
 def test_compare_and_ablate(tmp_path: Path) -> None:
-    from recsys.ablate import ablate
-    from recsys.compare import compare_runs
+    from recsys.pipeline.ablate import ablate
+    from recsys.pipeline.compare import compare_runs
 
     shop = colour_shop(tmp_path)
     base = ["ranker.task=impressions", "ranker.min_data_in_leaf=5"]
@@ -146,7 +178,7 @@ def test_batch_scoring_resumes_from_finished_shards_and_matches_online_scorer(tm
     by_user = clean_scores.with_row_index("orig").sort("user_id", maintain_order=True)
     shards = user_shards(by_user["user_id"], 100)
     assert len(shards) > 2 and sum(n for _, n in shards) == candidates.height
-    for offset, n in shards:
+    for offset, _ in shards:
         assert by_user["user_id"][offset] != (by_user["user_id"][offset - 1] if offset else None)
     # a kill after two shards: their parts exist, the output does not; mark them to prove reuse
     parts = tmp_path / "resumed.parquet.parts"

@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 
 from models.ranker import ROUTE_FEATURE, RoutedRanker, fingerprint, held_out_users, load_ranker, route_threshold, train
-from recsys.config import RankerConfig
-from recsys.pipeline import release_gate
+from recsys.core.config import RankerConfig
+from recsys.pipeline.train import release_gate
 
 
 def _groups(shape: str, requests: int, size: int, good: str, seed: int) -> pl.DataFrame:

@@ -23,7 +23,7 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
-from recsys.schemas import EVENTS_SCHEMA
+from recsys.core.schemas import EVENTS_SCHEMA
 from serving import eventlog
 from serving.api_models import RankRequest, RankResponse
 from serving.http import build_app
@@ -99,7 +99,7 @@ class LogOnly:
         return RankResponse(request_id="r", user_id=req.user_id, arm="champion", model_version=None, ts=self.state.now(),
                             known_user=False, unknown_items=0, items=[])
 
-    def feedback(self, req):  # noqa: ANN001, ANN201 - the real RankingService.feedback on this stand-in
+    def feedback(self, req):
         return RankingService.feedback(self, req)  # type: ignore[arg-type]
 
 
@@ -286,7 +286,7 @@ def test_kill_9_at_any_step_of_a_compaction_loses_no_acknowledged_event(tmp_path
 TRACK = """
 import sys
 import lightgbm as lgb, mlflow, numpy as np
-from recsys.tracking import open_experiment, store_lock, update_aliases
+from recsys.pipeline.tracking import open_experiment, store_lock, update_aliases
 uri = sys.argv[1]
 mlflow.set_tracking_uri(uri)
 with store_lock(uri):  # what log_run holds: every MLflow write of one training
@@ -320,7 +320,7 @@ def test_two_trainings_logging_at_once_to_a_new_sqlite_store_both_finish(tmp_pat
 def test_a_store_held_too_long_is_one_clear_error(tmp_path: Path) -> None:
     from filelock import FileLock
 
-    from recsys.tracking import StoreBusy, store_lock
+    from recsys.pipeline.tracking import StoreBusy, store_lock
 
     db = tmp_path / "mlflow.db"
     with FileLock(f"{db}.lock"), pytest.raises(StoreBusy, match=r"MLflow store .*mlflow.db is busy: .*retry when it has finished"):

@@ -17,11 +17,12 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
-from recsys.config import load_config
-from recsys.pipeline import train
+from recsys.pipeline.configure import load_config
+from recsys.pipeline.train import train
 from serving.http import build_app
 from serving.service import RankingService, ServeSettings, arm_of
 from tests.shops import colour_shop
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,7 +219,7 @@ def test_ab_arms_are_sticky_recorded_and_reported(runs: dict, tmp_path: Path) ->
 
 
 def test_champion_alias_move_swaps_the_model_without_failing_requests(runs: dict, tmp_path: Path) -> None:
-    from recsys.tracking import promote
+    from recsys.pipeline.tracking import promote
 
     promote("recsys-ranker", "1", "champion", runs["uri"])
     service = RankingService(ServeSettings(model="models:/recsys-ranker@champion", state_dir=str(tmp_path),
@@ -240,8 +241,7 @@ def test_champion_alias_move_swaps_the_model_without_failing_requests(runs: dict
         promote("recsys-ranker", "2", "champion", runs["uri"])
         assert service.check_aliases() == ["champion"]
         n = len(versions)
-        while len(versions) < n + 6:
-            pass
+        wait_until(lambda: len(versions) >= n + 6 or failures, 60, "6 answers after the promotion", poll=0.01)
     finally:
         stop.set()
         for w in workers:
@@ -403,11 +403,12 @@ def test_schemathesis_finds_no_server_error_in_a_thousand_cases(server: str) -> 
         @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))
         @given(case=schema[path][method].as_strategy(generation_mode=mode))
-        def call(case) -> None:  # noqa: ANN001
+        def call(case) -> None:  # called at once below: the loop variables are this round's
             res = case.call(base_url=server, session=session, timeout=60)
             statuses.append(res.status_code)
             if res.status_code >= 500:
-                errors.append(f"{method} {path} {mode.value}: {res.status_code} {res.text[:200]} for {case.body!r:.300}")
+                where = f"{method} {path} {mode.value}"  # noqa: B023
+                errors.append(f"{where}: {res.status_code} {res.text[:200]} for {case.body!r:.300}")
 
         call()
     assert not errors, errors[:5]
@@ -421,7 +422,6 @@ def test_feedback_acknowledged_before_a_kill_is_there_after_restart(runs: dict, 
     import signal
     import subprocess
     import sys
-    import time
 
     import httpx
 
@@ -430,13 +430,14 @@ def test_feedback_acknowledged_before_a_kill_is_there_after_restart(runs: dict, 
     url = f"http://127.0.0.1:{port}"
     acked: list[str] = []
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
+            assert proc.poll() is None, f"the service exited with {proc.returncode}"
             try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
+                return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
             except httpx.HTTPError:
-                time.sleep(0.2)
+                return False
+
+        wait_until(healthy, 60, "the service's /healthz", poll=0.2)
 
         def post(worker: int) -> None:
             with httpx.Client(base_url=url, timeout=5) as client:
@@ -453,15 +454,16 @@ def test_feedback_acknowledged_before_a_kill_is_there_after_restart(runs: dict, 
         threads = [threading.Thread(target=post, args=(w,)) for w in range(3)]
         for t in threads:
             t.start()
-        while len(acked) < 40:
-            time.sleep(0.01)
+        wait_until(lambda: len(acked) >= 40, 60, "40 acknowledged feedback posts", poll=0.01)
         proc.send_signal(signal.SIGKILL)
         for t in threads:
             t.join()
     finally:
         proc.kill()
         proc.wait()
-    logged = {r["request_id"] for r in (json.loads(line) for line in (tmp_path / "feedback.jsonl").read_text().splitlines() if line.strip())}
+    logged = {
+        r["request_id"] for r in (json.loads(line) for line in (tmp_path / "feedback.jsonl").read_text().splitlines() if line.strip())
+    }
     assert set(acked) <= logged, sorted(set(acked) - logged)[:5]
     restarted = RankingService(ServeSettings(model=str(runs["run1"]), state_dir=str(tmp_path)))
     seen = set(restarted.state.snapshot().log.filter(pl.col("user_id").str.starts_with("u-crash"))["request_id"].to_list())
@@ -472,7 +474,6 @@ def test_batch_scoring_killed_halfway_reruns_only_the_missing_shards(runs: dict,
     import signal
     import subprocess
     import sys
-    import time
 
     users = [f"user{u}" for u in range(30)] + [f"cold{u}" for u in range(10)]
     items = REDS + BLUES + [f"new{n}" for n in range(26)]
@@ -482,9 +483,7 @@ def test_batch_scoring_killed_halfway_reruns_only_the_missing_shards(runs: dict,
     parts = tmp_path / "killed.parquet.parts"
     proc = subprocess.Popen([*command, "--out", str(tmp_path / "killed.parquet")], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and len(list(parts.glob("part-*.parquet"))) < 3:
-        time.sleep(0.05)
+    wait_until(lambda: len(list(parts.glob("part-*.parquet"))) >= 3 or proc.poll() is not None, 240, "3 scored shards")
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
     proc.wait()
     done_before = len(list(parts.glob("part-*.parquet")))

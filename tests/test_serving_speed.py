@@ -80,7 +80,8 @@ def test_the_moment_matrix_is_the_frames_matrix() -> None:
     reads from the frame of the same features, bit for bit (NaN where null)."""
     import polars as pl
 
-    from features.registry import MomentContext, load_all, moment_features
+    from features.groups import load_all
+    from features.registry import MomentContext, moment_features
     from features.state import LogState, micros
     from tests.test_moment import ARTEFACTS, CATALOG, T0, events
 
@@ -106,7 +107,7 @@ def test_the_moment_matrix_is_the_frames_matrix() -> None:
     assert np.array_equal(np.signbit(got), np.signbit(expected))
 
 
-def test_served_log_writer_loses_no_record_on_close(tmp_path) -> None:  # noqa: ANN001
+def test_served_log_writer_loses_no_record_on_close(tmp_path) -> None:
     from serving.eventlog import JsonlLog
     from serving.service import ServedWriter
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys.dataset import load_dataset, validate_dataset
-from recsys.evaluate import evaluate_baselines
-from recsys.synth import SynthConfig, synth
+from recsys.core.dataset import load_dataset, validate_dataset
+from recsys.data.synth import SynthConfig, synth
+from recsys.pipeline.evaluate import evaluate_baselines
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:

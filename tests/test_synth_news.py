@@ -9,14 +9,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys.dataset import load_dataset, validate_dataset
-from recsys.synth_news import NewsConfig, articles_per_day, generate, synth_news
+from recsys.core.dataset import load_dataset, validate_dataset
+from recsys.data.synth_news import NewsConfig, articles_per_day, generate, synth_news
 
 SMALL = NewsConfig(users=300, days=20, seed=5)
 
 
 @pytest.fixture(scope="module")
-def world():  # noqa: ANN201 - NewsWorld
+def world():
     return generate(SMALL)
 
 
@@ -44,7 +44,7 @@ def test_dataset_is_valid_with_hidden_topics_and_publication_times(tmp_path: Pat
     assert age_days.max() <= NewsConfig.max_age_days + 1e-6
 
 
-def test_fresh_articles_every_day(world) -> None:  # noqa: ANN001
+def test_fresh_articles_every_day(world) -> None:
     start = world.events["ts"].min()
     per_day = (world.items.filter(pl.col("created_at") >= start.replace(hour=0, minute=0, second=0, microsecond=0))
                .group_by(pl.col("created_at").dt.date()).len())
@@ -54,7 +54,7 @@ def test_fresh_articles_every_day(world) -> None:  # noqa: ANN001
     assert articles_per_day(1500, 27) == (40, 60)
 
 
-def test_most_articles_shown_after_the_cutoff_are_new(world) -> None:  # noqa: ANN001
+def test_most_articles_shown_after_the_cutoff_are_new(world) -> None:
     ev = world.events
     cutoff = ev["ts"].quantile(0.8, "nearest")
     before, after = ev.filter(pl.col("ts") < cutoff), ev.filter(pl.col("ts") >= cutoff)
@@ -71,7 +71,7 @@ def _words(text: str) -> set[str]:
     return set(re.findall(r"[a-z][a-z'-]+", text.lower()))
 
 
-def test_text_carries_the_topic(world) -> None:  # noqa: ANN001
+def test_text_carries_the_topic(world) -> None:
     rng = np.random.default_rng(0)
     words = [_words(f"{t} {b}") for t, b in world.items.select("title", "text").iter_rows()]
     # the template's own words (the, on, said, weekdays...) are in many articles: leave them out
@@ -94,7 +94,7 @@ def test_text_carries_the_topic(world) -> None:  # noqa: ANN001
     assert (jaccard[same] == 0).mean() > 0.05
 
 
-def test_clicks_follow_taste_freshness_and_the_ground_truth(world) -> None:  # noqa: ANN001
+def test_clicks_follow_taste_freshness_and_the_ground_truth(world) -> None:
     ev = (world.events.join(world.ground_truth, on=["request_id", "item_id"], maintain_order="left")
           .join(world.items.select("item_id", "created_at"), on="item_id", maintain_order="left"))
     assert abs(ev["clicked"].mean() - ev["click_prob"].mean()) < 0.01  # type: ignore[operator]

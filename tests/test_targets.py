@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import polars as pl
 
-from recsys.schemas import EVENTS_SCHEMA, ITEMS_SCHEMA
-from recsys.targets import catalog_items, catalog_targets, page_targets, user_cut_targets
+from recsys.core.schemas import EVENTS_SCHEMA, ITEMS_SCHEMA
+from recsys.core.targets import catalog_items, catalog_targets, page_targets, user_cut_targets
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 

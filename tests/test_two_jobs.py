@@ -15,9 +15,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys.config import load_config
-from recsys.importers.events import import_events
-from recsys.pipeline import train
+from recsys.data.importers.events import import_events
+from recsys.pipeline.configure import load_config
+from recsys.pipeline.train import train
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 T0 = datetime(2025, 3, 1, tzinfo=timezone.utc)

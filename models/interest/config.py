@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from features.state import KEPT_CLICKS
+from recsys.core.config import RunConfig, build_section
 
 LOSSES = ("listwise", "bce", "inbatch")
 SELECT_METRICS = ("ndcg@10", "auc", "mean")
@@ -129,3 +130,8 @@ class InterestConfig:
         if unknown:
             raise TypeError(f"InterestConfig: unknown key(s) {unknown}")
         return cls(**values)
+
+
+def interest_config(cfg: RunConfig) -> InterestConfig:
+    """The run's [interest] section, defaults filled in; a bad value is one line naming its key."""
+    return build_section(InterestConfig, cfg.interest, "config [interest]")

@@ -14,8 +14,8 @@ import math
 import os
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from models.interest.config import InterestConfig
 from models.interest.model import InterestModel, load_tokenizer, new_encoder, tokenize
-from recsys.metrics import mean_with_ci, per_request
+from recsys.core.metrics import mean_with_ci, per_request
 
 STATE_FILE, BEST_FILE = "state.pt", "best.pt"
 
@@ -103,7 +103,7 @@ class ItemCache:
     Rows are item-table rows; states (n, len, d) are padded to the longest text (<= max_len) and
     trimmed per batch. fp32 unless large (then fp16), so cached vectors match `encode` exactly."""
 
-    def __init__(self, model: InterestModel, tokenizer, texts: list[str], rows: list[int], cfg: InterestConfig) -> None:  # noqa: ANN001
+    def __init__(self, model: InterestModel, tokenizer, texts: list[str], rows: list[int], cfg: InterestConfig) -> None:
         self.rows = np.asarray(rows, dtype=np.int64)
         self.pos = np.full(len(texts), -1, dtype=np.int64)
         self.pos[self.rows] = np.arange(len(rows))

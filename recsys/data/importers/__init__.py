@@ -1,0 +1,1 @@
+"""Importers: each maps one source format onto the data contract (recsys.core.schemas)."""

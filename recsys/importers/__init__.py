@@ -1,1 +1,0 @@
-"""Importers: each maps one source format onto the data contract (recsys.schemas)."""
