@@ -65,4 +65,4 @@ bench: install
 
 # the demo: data, runs, MLflow store and its artifacts ($(DEMO_DIR)/mlartifacts), serving state
 clean:
-	rm -rf $(DEMO_DIR) .pytest_cache
+	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .grimp_cache .import_linter_cache
