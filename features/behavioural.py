@@ -53,11 +53,6 @@ def _prior_at(ctx: MomentContext) -> np.ndarray:
     return np.divide(clicks, shown, out=np.zeros_like(clicks), where=shown > 0)
 
 
-def _smoothed(clicks: np.ndarray, shown: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    """`_smoothed_ctr` over the counters."""
-    return smoothed_rate(clicks, shown, prior)
-
-
 def _days(since: np.ndarray, now: np.ndarray) -> pl.Series:
     """Days from `since` (µs; NaN = none) to `now`, as polars computes them (null for none)."""
     known = ~np.isnan(since)
@@ -150,8 +145,8 @@ def item_popularity_at(ctx: MomentContext) -> MomentValues:
         "item_clicks_7d": c_7d,
         "item_clicks_all": c_all,
         "item_shown_7d": s_7d,
-        "item_ctr_7d": _smoothed(c_7d, s_7d, prior),
-        "item_ctr_all": _smoothed(c_all, s_all, prior),
+        "item_ctr_7d": smoothed_rate(c_7d, s_7d, prior),
+        "item_ctr_all": smoothed_rate(c_all, s_all, prior),
         "item_click_share_7d": c_7d / np.maximum(total_7d, 1.0),
         "item_days_since_click": _days(last, ctx.ts),
         "item_age_days": pl.Series(np.maximum(age.to_numpy(), 0.0)),
@@ -191,7 +186,7 @@ def user_activity_at(ctx: MomentContext) -> MomentValues:
     return {
         "user_shown_all": shown,
         "user_clicks_all": clicks,
-        "user_ctr": _smoothed(clicks, shown, _prior_at(ctx)),
+        "user_ctr": smoothed_rate(clicks, shown, _prior_at(ctx)),
         "user_days_since_click": _days(last, ctx.ts),
     }
 
@@ -245,7 +240,7 @@ def user_affinity_at(ctx: MomentContext) -> MomentValues:
     return {
         "user_category_clicks": clicks_cat,
         "user_category_share": (clicks_cat + 1.0 / state.n_categories) / (clicks_user + 1.0),
-        "user_category_ctr": _smoothed(clicks_cat, shown_cat, _prior_at(ctx)),
+        "user_category_ctr": smoothed_rate(clicks_cat, shown_cat, _prior_at(ctx)),
         "user_item_shown": shown_item,
         "user_item_clicks": clicks_item,
     }
@@ -378,7 +373,7 @@ def user_topic_at(ctx: MomentContext) -> MomentValues:
     return {
         "user_topic_clicks": clicks_t,
         "user_topic_share": (clicks_t + 1.0 / n_topics) / (clicks_user + 1.0),
-        "user_topic_ctr": _smoothed(clicks_t, shown_t, _prior_at(ctx)),
+        "user_topic_ctr": smoothed_rate(clicks_t, shown_t, _prior_at(ctx)),
     }
 
 

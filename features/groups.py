@@ -3,15 +3,9 @@
 
 from __future__ import annotations
 
-import features.behavioural
-import features.blurbs
-import features.collaborative
-import features.context
-import features.text
+from features import behavioural, blurbs, collaborative, context, text  # noqa: F401 (imported for the groups each registers)
 from features.registry import REGISTRY, FeatureGroup
 from recsys.core.errors import RecsysInputError
-
-MODULES = (features.behavioural, features.blurbs, features.collaborative, features.context, features.text)
 
 
 def load_all() -> dict[str, FeatureGroup]:
