@@ -372,6 +372,11 @@ def serve_cmd(
     compact_bytes: Annotated[
         int | None, typer.Option(help="Fold feedback.jsonl into feedback-snapshot.parquet at this size (0: never). Default: ServeSettings.")
     ] = None,
+    live_rows: Annotated[
+        int | None,
+        typer.Option(help="Feedback rows a replica keeps in memory for requests with their own earlier context.ts (0: all). "
+                     "Default: ServeSettings."),
+    ] = None,
 ) -> None:
     """Serve /v1/rank, /v1/feedback, /healthz, /v1/model and the demo shop page on Ray Serve."""
     import os
@@ -388,7 +393,8 @@ def serve_cmd(
                              api_key=os.environ.get(api_key_env) or None, max_body_bytes=max_body_bytes,
                              **{k: v for k, v in {"rank_per_key": rank_per_key, "rank_per_user": rank_per_user,
                                                   "feedback_per_key": feedback_per_key, "feedback_per_user": feedback_per_user,
-                                                  "burst_seconds": burst_seconds, "compact_bytes": compact_bytes}.items()
+                                                  "burst_seconds": burst_seconds, "compact_bytes": compact_bytes,
+                                                  "live_rows": live_rows}.items()
                                 if v is not None})  # unset: the ServeSettings default (one source)
     if settings.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/yellow] serving on {host} without an API key (set ${api_key_env})")

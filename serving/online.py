@@ -14,6 +14,14 @@ before the snapshot is renamed in, the old snapshot and the old file; after, the
 the rest of the old file; after the new file is renamed in, the new snapshot and the new file.
 Other replicas notice the new file (its inode) and take the snapshot rows they had not seen.
 
+Bounded in memory: requests "now" read each arm's live counters (features/state.py), which fold
+old events. The frame of events is kept only for requests dated before the newest event (ranked
+point in time from it), and lets its feedback rows go once it holds `live_rows` of them: the
+training log stays, the rows let go are on disk, and counters that still need them (a model
+loaded later, a restart) read them back in blocks (`OnlineState.replay`). From then on a request's
+own earlier moment is ranked exactly up to the first row let go (`complete_until`) and refused
+with a reason after it, never answered from a frame that misses events.
+
 Feedback for items no arm's catalog knows is written to `feedback-unknown-items.jsonl` (durably,
 counted) and kept out of the counters: ids made up by a client must not grow the state or steer
 the behaviour features.
@@ -25,8 +33,8 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -45,16 +53,60 @@ TICK = timedelta(microseconds=1)
 log = logging.getLogger(__name__)
 
 
+class PointInTimeRefused(ValueError):
+    """A request's own earlier moment the live frame can no longer rank exactly (the message says why)."""
+
+
 @dataclass(frozen=True)
 class LogSnapshot:
-    """One consistent view: swapped as a whole, so readers never see half an update."""
+    """One consistent view: swapped as a whole, so readers never see half an update.
+
+    `log` is the training log (its first `base_rows` rows) and the feedback taken in since the
+    frame last let go of its feedback rows (see `OnlineState`, `live_rows`); the rows let go are
+    on disk (`replay`). Every event earlier than `complete_until` is still in `log` (None: no row
+    was ever let go), so ranking point in time is exact up to that moment and refused after it."""
 
     log: pl.DataFrame
-    totals: pl.DataFrame
+    totals: pl.DataFrame  # global_totals of `log`
     last_ts: datetime | None
     offset: int  # bytes of the current feedback file taken in
     inode: int = 0  # which feedback file that is (a compaction replaces it)
     feedback_rows: int = 0  # feedback events taken in, snapshot and file together
+    base_rows: int = 0  # the training log's rows, at the front of `log`
+    complete_until: datetime | None = None  # the earliest moment of a feedback row let go from `log`
+    replay: Callable[[int], Iterator[pl.DataFrame]] | None = None  # the first n feedback rows, from disk
+
+    @property
+    def taken(self) -> int:
+        """Rows taken in since the start, training log and feedback, kept in `log` or let go."""
+        return self.base_rows + self.feedback_rows
+
+    def since(self, rows: int) -> pl.DataFrame | None:
+        """The rows taken in after the first `rows`, or None when some of them were let go."""
+        first_kept = self.taken - self.log.height + self.base_rows  # position of log row base_rows
+        if rows < self.base_rows:
+            return self.log.slice(rows) if first_kept == self.base_rows else None
+        if rows < first_kept:
+            return None
+        return self.log.slice(self.base_rows + rows - first_kept)
+
+    def every_row(self) -> Iterator[pl.DataFrame]:
+        """Every row taken in, in order, a block at a time: the training log, then the feedback
+        (from memory while none was let go, else read back from disk)."""
+        if self.complete_until is None or self.replay is None:
+            yield self.log
+            return
+        yield self.log.head(self.base_rows)
+        yield from self.replay(self.feedback_rows)
+
+    def point_in_time_refusal(self, ts: datetime) -> str | None:
+        """Why ranking as of `ts` cannot be served exactly, or None when it can: moments after
+        the newest event read the live counters; earlier ones need every event before them."""
+        if self.complete_until is None or self.last_ts is None or ts > self.last_ts or ts <= self.complete_until:
+            return None
+        return (f"context.ts {ts.isoformat()} is before the newest event ({self.last_ts.isoformat()}) and after "
+                f"{self.complete_until.isoformat()}, since when this replica no longer keeps every event in memory "
+                "(live_rows): rank point in time at or before that moment, or leave context.ts out to rank now")
 
     def view(self, user_ids: list[str], item_ids: list[str]) -> pl.DataFrame:
         """The events of these users and of these items: all the per-key features read."""
@@ -133,9 +185,13 @@ def read_feedback(state_dir: Path) -> list[dict[str, Any]]:
 
 class OnlineState:
     def __init__(self, base_log: pl.DataFrame, state_dir: Path, clock: str = "log",
-                 known_item: Callable[[str], bool] | None = None, compact_bytes: int = 0) -> None:
+                 known_item: Callable[[str], bool] | None = None, compact_bytes: int = 0, live_rows: int = 0,
+                 before_letting_go: Callable[[LogSnapshot], None] | None = None) -> None:
         """`known_item`: whether an item id is in a catalog (None: every id is); `compact_bytes`:
-        fold the feedback file into the snapshot once it is this big (0: never)."""
+        fold the feedback file into the snapshot once it is this big (0: never); `live_rows`: let
+        the frame's feedback rows go once it holds more than this many (0: keep every row);
+        `before_letting_go`: called with the full snapshot first (the service brings every arm's
+        counters up to it, so none has to read the rows back from disk)."""
         if clock not in ("log", "wall"):
             raise ValueError(f"clock={clock!r}, expected 'log' or 'wall'")
         self.clock = clock
@@ -146,9 +202,11 @@ class OnlineState:
         self.known_item = known_item
         self.compact_bytes = compact_bytes
         self.compactions = 0
+        self.live_rows = live_rows
+        self.before_letting_go = before_letting_go
         base = base_log.select(pl.col(c).cast(t) for c, t in EVENTS_SCHEMA.items())
         last: datetime | None = base["ts"].max()  # type: ignore[assignment]
-        self._snapshot = LogSnapshot(base, global_totals(base), last, 0)
+        self._snapshot = LogSnapshot(base, global_totals(base), last, 0, base_rows=base.height, replay=self.replay)
         self._lock = threading.Lock()
         self.refresh()
 
@@ -193,10 +251,9 @@ class OnlineState:
         self._snapshot = self._taken_in(snap, new, offset, inode, held + n)
         return self._snapshot
 
-    @staticmethod
-    def _taken_in(snap: LogSnapshot, new: pl.DataFrame, offset: int, inode: int, feedback_rows: int) -> LogSnapshot:
+    def _taken_in(self, snap: LogSnapshot, new: pl.DataFrame, offset: int, inode: int, feedback_rows: int) -> LogSnapshot:
         if new.height == 0:
-            return LogSnapshot(snap.log, snap.totals, snap.last_ts, offset, inode, feedback_rows)
+            return replace(snap, offset=offset, inode=inode, feedback_rows=feedback_rows)
         log = pl.concat([snap.log, new], rechunk=False)
         if log.n_chunks() > 64:
             log = log.rechunk()
@@ -206,7 +263,38 @@ class OnlineState:
         else:  # late events: recount (rare, and one pass over the log)
             totals = global_totals(log)
         last = max(snap.last_ts, new_last) if snap.last_ts else new_last
-        return LogSnapshot(log, totals, last, offset, inode, feedback_rows)
+        complete_until = snap.complete_until
+        if self.live_rows and log.height - snap.base_rows > self.live_rows:
+            # let the feedback rows go (the counters took them in or read them back from disk):
+            # the frame and its totals stay at most the training log and live_rows of feedback
+            earliest: datetime = log["ts"].slice(snap.base_rows).min()  # type: ignore[assignment]
+            complete_until = earliest if complete_until is None else min(complete_until, earliest)
+            if self.before_letting_go is not None:
+                self.before_letting_go(replace(snap, log=log, totals=totals, last_ts=last, offset=offset, inode=inode,
+                                               feedback_rows=feedback_rows))
+            log = log.head(snap.base_rows).rechunk()
+            totals = global_totals(log)
+        return replace(snap, log=log, totals=totals, last_ts=last, offset=offset, inode=inode,
+                       feedback_rows=feedback_rows, complete_until=complete_until)
+
+    def replay(self, rows: int, block_rows: int = 100_000) -> Iterator[pl.DataFrame]:
+        """The first `rows` feedback events in the order they were taken in (snapshot, then
+        file), `block_rows` at a time: what counters built after the frame let rows go read."""
+        fd = open_locked(self.feedback.path)
+        try:  # under the lock: the snapshot's footer and the file it names agree
+            held, segment, absorbed = snapshot_meta(self.snapshot_path)
+            start = absorbed if segment_of(self.feedback.path) == segment else 0
+            data = os.pread(fd, os.fstat(fd).st_size - start, start) if rows > held else b""
+        finally:
+            os.close(fd)
+        # a later compaction only appends to the snapshot: its first `held` rows stay these
+        for lo in range(0, min(rows, held), block_rows):
+            yield (pl.scan_parquet(self.snapshot_path).slice(lo, min(block_rows, rows - lo))
+                   .select(EVENTS_SCHEMA.names()).collect())
+        left = rows - min(rows, held)
+        if left:
+            fresh = parse_frames(self.feedback, data, start, events_frame)[0]
+            yield fresh.head(left)
 
     def now(self) -> datetime:
         """The service clock. "log": just after the newest logged event (replays and demos of

@@ -10,12 +10,13 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import polars as pl
 
-from features.state import LogState
+from features.behavioural import horizon_of
+from features.state import LogState, micros
 from models.blurbs.safety import Rules, extractive_summary
 from recsys.core.stopwatch import stage
 from serving.api_models import Contribution, ModelInfo, RankedItem
 from serving.explain import EVIDENCE, reasons, top_features
-from serving.online import LogSnapshot
+from serving.online import LogSnapshot, PointInTimeRefused
 from serving.refs import ResolvedModel
 from serving.scorer import FeatureRows, Scorer
 
@@ -86,32 +87,49 @@ class RankingModel:
         return self.blurbs[item_id]
 
     def catch_up(self, snapshot: LogSnapshot) -> LogState:
-        """The live log's counters, brought up to `snapshot` (built on first use, then only the
-        events appended since are added: the live log only grows at its end). Counters already
-        past `snapshot` (another thread took newer feedback in) stay as they are: a target they
-        are not all before is served point in time from the snapshot instead."""
+        """The live log's counters, brought up to `snapshot`: built on first use (folding events
+        older than the model's longest feature window, so memory stays flat over a long stream),
+        then only the events taken in since are added. Rebuilt, from the rows on disk, when the
+        frame let go of rows they had not taken in yet. Counters already past `snapshot` (another
+        thread took newer feedback in) stay as they are."""
         state = self._live
-        if state is None:
-            state = LogState.of(snapshot.log, self.scorer.items)
-        elif state.rows < snapshot.log.height:
+        new = None if state is None or state.rows >= snapshot.taken else snapshot.since(state.rows)
+        if state is None or (state.rows < snapshot.taken and new is None):
+            state = LogState(self.scorer.items)
+            state.set_horizon(horizon_of(self.scorer.artefacts))
+            for block in snapshot.every_row():
+                state.add(block)
+            state.fold()
+        elif new is not None:
             try:
-                state.add(snapshot.log.slice(state.rows))
+                state.add(new)
             except BaseException:
                 self._live = None  # half-added: rebuild from the log next time rather than count twice
                 raise
         self._live = state
         return state
 
+    def take_in(self, snapshot: LogSnapshot) -> None:
+        """`catch_up` outside a request, while requests may be reading the counters."""
+        with self._live_lock:
+            self.catch_up(snapshot)
+
     def features(self, snapshot: LogSnapshot, targets: pl.DataFrame, ts: np.ndarray, users: list[str],
                  items: list[str]) -> tuple[FeatureRows, set[str]]:
         """Feature rows of `targets` (at `ts`, µs) and which of `users` the live log knows. From
         the counters when every target is later than the log's last event (the usual case);
         otherwise (a request's own earlier `ts`) point in time from the log's events of these
-        users and items."""
+        users and items, while the frame still holds every event before them."""
         with self._live_lock:  # counters are updated in place: no request reads half an update
             with stage("features/catch_up"):
                 state = self.catch_up(snapshot)
-            if self.scorer.has_twins and state.before(ts):
+            live = state.before(ts)
+            if not live and snapshot.complete_until is not None and len(ts) and ts.max() > micros(snapshot.complete_until)[0]:
+                if snapshot.last_ts is not None and ts.min() > micros(snapshot.last_ts)[0]:
+                    live = True  # later than this snapshot: the counters, with the feedback taken in meanwhile
+                else:
+                    raise PointInTimeRefused(snapshot.point_in_time_refusal(EPOCH + timedelta(microseconds=int(ts.max()))) or "")
+            if self.scorer.has_twins and live:
                 return self.scorer.rows_of(targets, state=state, ts=ts), {u for u in users if u in state.users}
         view = snapshot.view(users, items)  # every event of these users is in it
         known = set(view.filter(pl.col("user_id").is_in(users))["user_id"].unique().to_list())

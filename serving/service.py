@@ -17,13 +17,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from features.behavioural import horizon_of
-from features.state import LogState
 from recsys.core.stopwatch import stage
 from serving.api_models import FeedbackRequest, FeedbackResponse, Health, ModelInfo, RankRequest, RankResponse
 from serving.eventlog import JsonlLog
-from serving.online import OnlineState
-from serving.ranking import Ask, RankingModel, served_record
+from serving.online import LogSnapshot, OnlineState, PointInTimeRefused
+from serving.ranking import Ask, Ranking, RankingModel, served_record
 from serving.refs import is_registry_ref, resolve
 
 log = logging.getLogger(__name__)
@@ -56,12 +54,17 @@ class ServeSettings:
     burst_seconds: float = 10.0
     compact_bytes: int = 64 * 1024 * 1024  # fold feedback.jsonl into a parquet snapshot at this size (0: never)
     storage_retry_seconds: int = 5  # Retry-After of a 503 when the disk is full
+    # feedback rows the in-memory frame holds before it lets them go (0: keep all); the counters
+    # keep serving "now", and a request's own earlier ts is ranked only up to the first row let go
+    live_rows: int = 200_000
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.challenger_share <= 1.0:
             raise ValueError(f"challenger_share={self.challenger_share}, expected 0..1")
         if self.challenger_share > 0 and not self.challenger:
             raise ValueError("challenger_share > 0 needs a challenger model")
+        if self.live_rows < 0:
+            raise ValueError(f"live_rows={self.live_rows}, expected 0 (keep every row) or more")
         if self.served_keep < 1 or self.served_rotate_bytes < 0:
             raise ValueError(f"served_keep={self.served_keep}, served_rotate_bytes={self.served_rotate_bytes}: "
                              "keep at least 1 rotated file, rotate at 0 (never) or more bytes")
@@ -99,14 +102,24 @@ class RankingService:
         state_dir = Path(settings.state_dir)
         # the champion's training-state log seeds the live log; feedback extends it
         # feedback for an item no arm's catalog knows is kept aside, out of the counters
+        # a model without counter twins computes every request from the frame: it must keep every row
+        counted = all(m.scorer.has_twins for m in self.arms.values())
+        if settings.live_rows and not counted:
+            log.warning("a model has feature groups without live counters: the live log keeps every feedback row in memory")
         self.state = OnlineState(self.arms[CHAMPION].scorer.log, state_dir, settings.clock,
                                  known_item=lambda i: any(i in m.catalog for m in self.arms.values()),
-                                 compact_bytes=settings.compact_bytes)
+                                 compact_bytes=settings.compact_bytes, live_rows=settings.live_rows if counted else 0,
+                                 before_letting_go=self._catch_up)
         for model in self.arms.values():  # counters built now, not on the first request
-            bounded(model.catch_up(self.state.snapshot()), model)
+            model.catch_up(self.state.snapshot())
         self.served = ServedWriter(ServedLog(state_dir / SERVED_FILE, settings.served_rotate_bytes, settings.served_keep))
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+
+    def _catch_up(self, snapshot: LogSnapshot) -> None:
+        """Every arm's counters up to `snapshot` (the frame is about to let its rows go)."""
+        for model in list(self.arms.values()):
+            model.take_in(snapshot)
 
     # -- requests ---------------------------------------------------------------------------
     def check(self, req: RankRequest) -> None:
@@ -119,6 +132,10 @@ class RankingService:
             if item_id in seen:
                 raise RequestError(["body", "item_ids", n], f"duplicate item id {item_id!r} (first at index {seen[item_id]})")
             seen[item_id] = n
+        if req.context.ts is not None:
+            refusal = self.state.snapshot().point_in_time_refusal(_utc(req.context.ts))
+            if refusal:
+                raise RequestError(["body", "context", "ts"], refusal)
 
     def rank(self, req: RankRequest) -> RankResponse:
         with stage("validate"):
@@ -137,7 +154,7 @@ class RankingService:
             which = [n for n, a in enumerate(arms) if a == arm]
             asks = [Ask(reqs[n].user_id, reqs[n].item_ids, _utc(reqs[n].context.ts) if reqs[n].context.ts else now,
                         min(reqs[n].top_k or len(reqs[n].item_ids), len(reqs[n].item_ids)), reqs[n].explain) for n in which]
-            rankings = model.rank_many(snapshot, asks)
+            rankings = self._ranked(model, snapshot, asks)
             served = []
             for n, ask, ranking in zip(which, asks, rankings):
                 req, request_id = reqs[n], uuid.uuid4().hex
@@ -156,6 +173,23 @@ class RankingService:
             with stage("served_log"):
                 self.served.put(records)
         return responses  # type: ignore[return-value]
+
+    @staticmethod
+    def _ranked(model: RankingModel, snapshot: LogSnapshot, asks: list[Ask]) -> list[Ranking]:
+        """Rankings in ask order; asks "now" and asks of an earlier moment (point in time) go in
+        separate calls, so one replayed request in a batch does not send the others to the slow path."""
+        past = [n for n, a in enumerate(asks) if snapshot.last_ts is not None and a.ts <= snapshot.last_ts]
+        if not past or len(past) == len(asks):
+            try:
+                return model.rank_many(snapshot, asks)
+            except PointInTimeRefused as err:
+                raise RequestError(["body", "context", "ts"], str(err)) from err
+        now = sorted(set(range(len(asks))) - set(past))
+        out: list[Ranking | None] = [None] * len(asks)
+        for group in (now, past):
+            for n, ranking in zip(group, RankingService._ranked(model, snapshot, [asks[n] for n in group])):
+                out[n] = ranking
+        return out  # type: ignore[return-value]
 
     def feedback(self, req: FeedbackRequest) -> FeedbackResponse:
         limit = self.settings.max_feedback_events
@@ -176,7 +210,7 @@ class RankingService:
 
     def health(self) -> Health:
         return Health(status="ok", arms={a: m.info.version for a, m in self.arms.items()},
-                      events=self.state.snapshot().log.height)
+                      events=self.state.snapshot().taken)
 
     def model_info(self) -> list[ModelInfo]:
         return [m.info for m in self.arms.values()]
@@ -222,7 +256,10 @@ class RankingService:
                 if resolved.alias is None or resolved.version == self.arms[arm].info.version:
                     continue
                 fresh = RankingModel(resolved, arm)
-                bounded(fresh.catch_up(self.state.refresh()), fresh)
+                snapshot = self.state.refresh()
+                if snapshot.complete_until is not None and not fresh.scorer.has_twins:
+                    raise ValueError("its feature groups lack live counters, and the live log no longer holds every row")
+                fresh.catch_up(snapshot)
             except Exception:  # a registry hiccup must not take the service down: keep serving
                 log.exception("checking %s for a new version failed; still serving version %s", ref, self.arms[arm].info.version)
                 continue
@@ -246,14 +283,6 @@ class RankingService:
         """Stop watching aliases and write out every served record still queued."""
         self._stop.set()
         self.served.close()
-
-
-def bounded(state: LogState, model: RankingModel) -> None:
-    """Live counters that fold events older than the model's longest feature window (memory
-    flat over a long feedback stream; the features stay the same). Called before the model
-    serves: nothing reads the counters meanwhile."""
-    state.set_horizon(horizon_of(model.scorer.artefacts))
-    state.fold()
 
 
 class ServedLog(JsonlLog):

@@ -225,6 +225,28 @@ def test_compaction_bounds_the_file_and_replicas_and_restarts_see_every_event_on
     assert pl.read_parquet(tmp_path / SNAPSHOT_FILE).height + len(eventlog.JsonlLog(tmp_path / FEEDBACK_FILE).read_all()) == 120
 
 
+def test_the_frame_lets_feedback_go_past_live_rows_and_says_what_it_still_holds(tmp_path: Path) -> None:
+    state = OnlineState(base_log(), tmp_path, known_item=CATALOG.__contains__, live_rows=5)
+    state.append(events(4))  # the training log's 2 rows + 4
+    snap = state.snapshot()
+    assert snap.since(0).height == 6 and snap.since(3).height == 3 and snap.complete_until is None
+    state.append(events(3, start=4))  # 7 feedback rows > 5: let go
+    snap = state.snapshot()
+    assert snap.log.height == 2 and snap.taken == 9 and snap.complete_until == T0 + timedelta(minutes=1)
+    assert snap.totals["_cum_shown"][-1] == 2  # the totals are the frame's
+    assert snap.since(9).height == 0 and snap.since(6) is None and snap.since(1) is None
+    state.append(events(2, start=7))
+    snap = state.snapshot()
+    assert snap.since(9)["request_id"].to_list() == ["u1-7", "u1-8"] and snap.since(8) is None
+    every = [r for block in snap.every_row() for r in block["request_id"].to_list()]
+    assert every == ["r0", "r0"] + [f"u1-{k}" for k in range(9)]  # read back from disk, in order
+    assert snap.point_in_time_refusal(T0 + timedelta(minutes=1)) is None  # nothing before it was let go
+    assert "leave context.ts out" in (snap.point_in_time_refusal(T0 + timedelta(minutes=2)) or "")
+    assert snap.point_in_time_refusal(snap.last_ts + timedelta(seconds=1)) is None  # later than every event: the counters
+    restarted = OnlineState(base_log(), tmp_path, known_item=CATALOG.__contains__, live_rows=5).snapshot()
+    assert restarted.taken == 11 and restarted.log.height == 2 and restarted.complete_until == T0 + timedelta(minutes=1)
+
+
 def test_a_compaction_that_hits_a_full_disk_fails_no_write_and_is_retried(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     state = state_in(tmp_path, compact_bytes=1_000)
@@ -429,15 +451,16 @@ def test_the_service_folds_each_arms_counters_past_its_longest_window() -> None:
     from types import SimpleNamespace
 
     from features.behavioural import WEEK_US
-    from features.state import LogState
-    from serving.service import bounded
+    from features.pointintime import global_totals
+    from serving.online import LogSnapshot
+    from serving.ranking import RankingModel
 
     items = pl.DataFrame({"item_id": ["a"], "category": ["c"], "created_at": [None]},
                          schema={"item_id": pl.String, "category": pl.String, "created_at": pl.Datetime("us", "UTC")})
     log = pl.DataFrame({"request_id": [f"r{d}" for d in range(30)], "user_id": ["u"] * 30, "item_id": ["a"] * 30,
                         "ts": [T0 + timedelta(days=d) for d in range(30)], "position": [None] * 30, "clicked": [1] * 30,
                         "rating": [None] * 30}, schema=EVENTS_SCHEMA)
-    state = LogState.of(log, items)
-    bounded(state, SimpleNamespace(scorer=SimpleNamespace(artefacts={"time_scale": {"recent_us": 5 * 86_400_000_000}})))
+    model = SimpleNamespace(scorer=SimpleNamespace(items=items, artefacts={"time_scale": {"recent_us": 5 * 86_400_000_000}}), _live=None)
+    state = RankingModel.catch_up(model, LogSnapshot(log, global_totals(log), log["ts"].max(), 0, base_rows=log.height))
     assert state.horizon == 10 * 86_400_000_000 > WEEK_US  # twice item_trend's recent window
     assert len(state.items["a"].trail) == 10 and state.items["a"].trail.counts(1 << 62) == (30.0, 30.0)

@@ -128,6 +128,53 @@ def test_a_request_dated_inside_the_log_is_ranked_point_in_time(runs: dict, tmp_
     assert [i["score"] for i in early["items"]] != [i["score"] for i in body["items"]]  # the moment matters
 
 
+def test_a_bounded_live_log_ranks_as_one_that_keeps_every_row(runs: dict, tmp_path: Path) -> None:
+    """`live_rows`: the frame lets feedback rows go (issue 20: memory flat over a long stream).
+    Ranking now, a restarted service and a model loaded afterwards (its counters read back from
+    disk, snapshot and file) score exactly as a service that keeps every row; an earlier moment is
+    ranked up to the first row let go and refused after it, naming context.ts."""
+    from datetime import timedelta
+
+    from serving.online import SNAPSHOT_FILE, snapshot_meta
+    from serving.ranking import RankingModel
+    from serving.refs import resolve
+
+    settings = ServeSettings(model=str(runs["run1"]), state_dir=str(tmp_path / "bounded"), live_rows=30, compact_bytes=4000)
+    bounded = RankingService(settings)
+    whole = RankingService(ServeSettings(model=str(runs["run1"]), state_dir=str(tmp_path / "whole"), live_rows=0))
+    start, items = whole.state.now(), REDS + BLUES
+    for call in range(9):
+        events = [{"user_id": f"user{(call * 7 + k) % 12}", "item_id": items[(call * 5 + k) % len(items)], "clicked": int(k % 3 == 0),
+                   "ts": (start + timedelta(minutes=10 * call + k)).isoformat()} for k in range(12)]
+        for service in (bounded, whole):
+            assert client_for(service).post("/v1/feedback", json={"events": events}).status_code == 200
+    snap, full = bounded.state.snapshot(), whole.state.snapshot()
+    assert snap.complete_until == start and snap.log.height - snap.base_rows <= 30 < full.log.height - full.base_rows
+    assert snap.taken == full.taken == full.log.height and bounded.state.compactions >= 2
+    assert 0 < snapshot_meta(tmp_path / "bounded" / SNAPSHOT_FILE)[0] < snap.feedback_rows  # rows on disk in both parts
+    assert bounded.arms["champion"]._live.rows == snap.taken  # caught up before the rows went: no reading back
+
+    def scores(service: RankingService, **extra: object) -> list[tuple[str, float]]:
+        return [(i["item_id"], i["score"]) for user in ("user0", "user3", "stranger")
+                for i in rank(client_for(service), user, items + ["no-such-item"], explain=False, **extra)["items"]]
+
+    expected = scores(whole)
+    assert scores(bounded) == expected
+    at_start = {"context": {"ts": start.isoformat()}}  # nothing before it was let go
+    assert scores(bounded, **at_start) == scores(whole, **at_start) != expected
+    later = (start + timedelta(minutes=15)).isoformat()
+    res = client_for(bounded).post("/v1/rank", json={"user_id": "user0", "item_ids": REDS, "context": {"ts": later}})
+    assert res.status_code == 422 and res.json()["detail"][0]["loc"] == ["body", "context", "ts"], res.text
+    assert "leave context.ts out" in res.json()["detail"][0]["msg"]
+    assert rank(client_for(whole), "user0", REDS, context={"ts": later})
+    assert scores(RankingService(settings)) == expected  # restarted: the frame lets the replayed rows go again
+    fresh = RankingModel(resolve(str(runs["run1"])), "champion")
+    rebuilt, kept = fresh.catch_up(bounded.state.refresh()), whole.arms["champion"].catch_up(whole.state.refresh())
+    assert (rebuilt.rows, rebuilt.size(), rebuilt.last_ts) == (kept.rows, kept.size(), kept.last_ts)  # what a hot swap does
+    bounded.arms["champion"] = fresh
+    assert scores(bounded) == expected
+
+
 def test_feedback_is_durable_and_moves_the_next_ranking(runs: dict, tmp_path: Path) -> None:
     settings = ServeSettings(model=str(runs["run1"]), state_dir=str(tmp_path))
     client = client_for(RankingService(settings))
