@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -226,17 +226,18 @@ def _affinity(ctx: FeatureContext, category: pl.DataFrame) -> pl.DataFrame:
 
 @at_moment("user_affinity")
 def user_affinity_at(ctx: MomentContext) -> MomentValues:
-    state, zero = ctx.state, [0.0, 0.0]
-    rows = []
-    for user_id, item in zip(ctx.targets["user_id"].to_list(), ctx.targets["item_id"].to_list()):
+    state, n = ctx.state, ctx.targets.height
+    item_ids = ctx.targets["item_id"].to_list()
+    item_code = per_row(item_ids, state.item_code, np.int32)
+    category_code = per_row(item_ids, lambda i: state.category_code(state.category.get(i, UNKNOWN_CATEGORY)), np.int32)
+    per_category, per_item, clicks_user = np.zeros((n, 2)), np.zeros((n, 2)), np.zeros(n)
+    for user_id, rows in rows_by_user(ctx.targets):  # one numpy lookup per user, not a dict per row
         user = state.users.get(user_id)
-        if user is None:
-            rows.append((0.0, 0.0, 0.0, 0.0, 0.0))
-            continue
-        cat = user.by_category.get(state.category.get(item, UNKNOWN_CATEGORY), zero)
-        seen = user.by_item.get(item, zero)
-        rows.append((cat[0], cat[1], user.clicks, seen[0], seen[1]))
-    clicks_cat, shown_cat, clicks_user, clicks_item, shown_item = np.array(rows, dtype=np.float64).reshape(-1, 5).T
+        if user is not None:
+            per_category[rows] = user.by_category.counts_of(category_code[rows])
+            per_item[rows] = user.by_item.counts_of(item_code[rows])
+            clicks_user[rows] = user.clicks
+    (clicks_cat, shown_cat), (clicks_item, shown_item) = per_category.T, per_item.T
     return {
         "user_category_clicks": clicks_cat,
         "user_category_share": (clicks_cat + 1.0 / state.n_categories) / (clicks_user + 1.0),
@@ -244,6 +245,18 @@ def user_affinity_at(ctx: MomentContext) -> MomentValues:
         "user_item_shown": shown_item,
         "user_item_clicks": clicks_item,
     }
+
+
+def per_row(keys: list[str], value: Callable[[str], int], dtype: type = np.int64) -> np.ndarray:
+    """value(key) for each key, computed once per distinct key."""
+    known = {key: value(key) for key in set(keys)}
+    return np.array([known[key] for key in keys], dtype=dtype)
+
+
+def rows_by_user(targets: pl.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """Each user of the target rows with the positions of their rows."""
+    grouped = targets.select("user_id").with_row_index("_row").group_by("user_id", maintain_order=True).agg("_row")
+    return [(user, np.asarray(rows, dtype=np.int64)) for user, rows in grouped.iter_rows()]
 
 
 @register("position", [FeatureSpec("position", F32, "slot the item was shown in (re-ranking logs only; null when unknown)")])
@@ -353,23 +366,25 @@ def topic_map(topics: pl.DataFrame) -> tuple[dict[str, str], int]:
 @at_moment("user_topic")
 def user_topic_at(ctx: MomentContext) -> MomentValues:
     topic_of, n_topics = topic_map(ctx.artefacts["topics"])
-    per_user: dict[str, dict[str, list[float]]] = {}
-    rows = []
-    for user_id, item in zip(ctx.targets["user_id"].to_list(), ctx.targets["item_id"].to_list()):
+    slot: dict[str, int] = {}  # topic -> column of the per-user sums (UNKNOWN_CATEGORY included)
+    def slot_of(item: str) -> int:
+        return slot.setdefault(topic_of.get(item, UNKNOWN_CATEGORY), len(slot))
+
+    n = ctx.targets.height
+    wanted = per_row(ctx.targets["item_id"].to_list(), slot_of)
+    per_topic, clicks_user = np.zeros((n, 2)), np.zeros(n)
+    for user_id, rows in rows_by_user(ctx.targets):
         user = ctx.state.users.get(user_id)
         if user is None:
-            rows.append((0.0, 0.0, 0.0))
             continue
-        if user_id not in per_user:  # the user's [clicks, shown] per topic, from their per-item counts
-            sums: dict[str, list[float]] = {}
-            for seen, (c, n) in user.by_item.items():
-                slot = sums.setdefault(topic_of.get(seen, UNKNOWN_CATEGORY), [0.0, 0.0])
-                slot[0] += c
-                slot[1] += n
-            per_user[user_id] = sums
-        c, n = per_user[user_id].get(topic_of.get(item, UNKNOWN_CATEGORY), [0.0, 0.0])
-        rows.append((c, n, user.clicks))
-    clicks_t, shown_t, clicks_user = np.array(rows, dtype=np.float64).reshape(-1, 3).T
+        # the user's [clicks, shown] per topic, from their per-item counts
+        topics = np.array([slot_of(item) for item in user.by_item], dtype=np.int64)
+        _, counts = user.by_item.arrays()
+        sums = np.zeros((len(slot), 2))
+        np.add.at(sums, topics, counts)
+        per_topic[rows] = sums[wanted[rows]]
+        clicks_user[rows] = user.clicks
+    clicks_t, shown_t = per_topic.T
     return {
         "user_topic_clicks": clicks_t,
         "user_topic_share": (clicks_t + 1.0 / n_topics) / (clicks_user + 1.0),

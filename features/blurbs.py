@@ -16,6 +16,7 @@ import polars as pl
 from features.history import click_histories
 from features.registry import KEYS, FeatureContext, FeatureSpec, MomentContext, MomentValues, at_moment, register
 from features.text import histories_at, history_length
+from features.vectors import paired_scores
 
 WORD = r"[A-Za-z][A-Za-z'-]*|\d+(?:[.,]\d+)?"  # the same word rule as the blurb length checks
 
@@ -39,8 +40,10 @@ def _interest_scores(blurb_texts: list[str | None], hists: list[list[str]], scor
     keys = sorted({tuple(hists[i]) for i in rows})
     user_vecs = np.asarray(scorer.user_vectors([list(h) for h in keys]))
     hist_at = {h: j for j, h in enumerate(keys)}
-    for i in rows:
-        scores[i] = float(text_vecs[text_at[blurb_texts[i]]] @ user_vecs[hist_at[tuple(hists[i])]])
+    which = np.array([hist_at[tuple(hists[i])] for i in rows], dtype=np.int64)
+    text_rows = np.array([text_at[blurb_texts[i]] for i in rows], dtype=np.int64)
+    for i, score in zip(rows, paired_scores(user_vecs, which, text_vecs.__getitem__, text_rows).tolist()):
+        scores[i] = score
     return scores
 
 

@@ -237,6 +237,22 @@ class PairCounts(Mapping):
         ids, values = self._codes.ids, self._values
         return ((ids[code], (values[2 * k], values[2 * k + 1])) for k, code in enumerate(self._keys))
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the sorted key codes and of their (clicks, shown) rows: what `counts_of` and
+        per-user sums over many keys read in one numpy pass."""
+        return np.array(self._keys, dtype=np.int32), np.array(self._values, dtype=np.float64).reshape(-1, 2)
+
+    def counts_of(self, codes: np.ndarray) -> np.ndarray:
+        """(len(codes), 2) clicks and shown per key code (-1, or a key never counted: 0, 0): `get`
+        for many keys at once."""
+        keys, values = self.arrays()
+        out = np.zeros((len(codes), 2), np.float64)
+        if len(keys):
+            at = np.minimum(np.searchsorted(keys, codes), len(keys) - 1)
+            hit = keys[at] == codes
+            out[hit] = values[at[hit]]
+        return out
+
     def add(self, key: str, clicks: float, shown: float) -> None:
         code = self._codes.of(key)
         keys, values = self._keys, self._values
@@ -349,6 +365,14 @@ class LogState:
         state = cls(items)
         state.add(log)
         return state
+
+    def item_code(self, item_id: str) -> int:
+        """The code users' per-item counts know this item by (-1: no user has seen it)."""
+        return self._item_codes.code.get(item_id, -1)
+
+    def category_code(self, category: str) -> int:
+        """The code users' per-category counts know this category by (-1: never counted)."""
+        return self._category_codes.code.get(category, -1)
 
     def before(self, ts: np.ndarray) -> bool:
         """Whether every event taken in is strictly earlier than every moment in `ts`."""

@@ -62,8 +62,9 @@ def max_similarity(scorer: Any, histories: list[list[str]], item_ids: list[str])
 def histories_at(ctx: MomentContext, length: int) -> list[list[str]]:
     """Per target row, the user's last `length` clicks from the state (what `click_histories` gives
     for a moment after the whole log)."""
-    users = ctx.state.users
-    return [users[u].history(length) if u in users else [] for u in ctx.targets["user_id"].to_list()]
+    users, ids = ctx.state.users, ctx.targets["user_id"].to_list()
+    of_user = {u: users[u].history(length) if u in users else [] for u in set(ids)}  # each user once
+    return [of_user[u] for u in ids]
 
 
 @at_moment("interest")

@@ -110,7 +110,8 @@ class RoutedRanker:
         values = frame if isinstance(frame, np.ndarray) else self.matrix(frame)
         out = np.zeros(len(values))
         for name, rows in self._routed(values):
-            out[rows] = self.routes[name].predict(values[rows][:, self._columns[name]], num_threads=num_threads)
+            # one gather of the route's rows and columns (two would copy a batch's matrix twice)
+            out[rows] = self.routes[name].predict(values[np.ix_(np.flatnonzero(rows), self._columns[name])], num_threads=num_threads)
         return out
 
     def contributions(self, frame: pl.DataFrame | np.ndarray, num_threads: int = 1) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from features.vectors import paired_scores
 from recsys.core.config import RunConfig
 from recsys.core.stopwatch import stage
 
@@ -43,8 +44,8 @@ class UserVectorCache:
     the user's next click; the interest and blurb groups of one request, and the next requests,
     reuse it instead of running the user tower again. Each missing history is computed alone, so
     a vector never depends on what else was asked with it (online and batch get the same bits).
-    `score` is InterestScorer.score's arithmetic over these vectors (tests/test_serving_speed.py
-    compares the two)."""
+    `score` is InterestScorer.score over these vectors (the same `paired_scores`;
+    tests/test_serving_speed.py compares the two)."""
 
     def __init__(self, scorer: Any, size: int = 20_000) -> None:
         self.scorer = scorer
@@ -77,8 +78,7 @@ class UserVectorCache:
         keys = [tuple(h[-length:]) for h in histories]
         distinct: dict[tuple[str, ...], int] = {}
         which = np.array([distinct.setdefault(k, len(distinct)) for k in keys], dtype=np.int64)
-        users = self.user_vectors([list(k) for k in distinct])
-        return np.einsum("nd,nd->n", users[which], self.item_vectors(item_ids)).astype(np.float64)
+        return paired_scores(self.user_vectors([list(k) for k in distinct]), which, self.item_vectors, item_ids)
 
     def __getattr__(self, name: str) -> Any:  # item_vectors, encode_texts, cfg, ...
         return getattr(self.scorer, name)

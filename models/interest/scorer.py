@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from features.vectors import paired_scores
 from models.interest.config import InterestConfig
 from models.interest.embed import EMBEDDINGS_FILE, read_embeddings
 from models.interest.model import CONFIG_FILE, HEAD_FILE, InterestModel, UserTower, encode_texts
@@ -119,7 +120,7 @@ class InterestScorer:
         distinct: dict[tuple[str, ...], int] = {}
         which = np.array([distinct.setdefault(k, len(distinct)) for k in keys], dtype=np.int64)
         users = self.user_vectors([list(k) for k in distinct])
-        return np.einsum("nd,nd->n", users[which], self.item_vectors(item_ids)).astype(np.float64)
+        return paired_scores(users, which, self.item_vectors, item_ids)
 
     def _pool_head(self) -> UserTower:
         """The user tower alone (pooling weights from head.pt), without loading the encoder."""
