@@ -255,6 +255,11 @@ def per_row(keys: list[str], value: Callable[[str], int], dtype: type = np.int64
 
 def rows_by_user(targets: pl.DataFrame) -> list[tuple[str, np.ndarray]]:
     """Each user of the target rows with the positions of their rows."""
+    if targets.height <= 4096:  # a request's rows: a dict costs microseconds where a polars group_by costs ~0.3 ms
+        by_user: dict[str, list[int]] = {}
+        for row, user in enumerate(targets["user_id"].to_list()):
+            by_user.setdefault(user, []).append(row)
+        return [(user, np.asarray(rows, dtype=np.int64)) for user, rows in by_user.items()]
     grouped = targets.select("user_id").with_row_index("_row").group_by("user_id", maintain_order=True).agg("_row")
     return [(user, np.asarray(rows, dtype=np.int64)) for user, rows in grouped.iter_rows()]
 
