@@ -250,3 +250,15 @@ def test_histories_are_capped_and_stay_exact_with_late_clicks() -> None:
     assert_frame_equal(counters, polars_path)
     with pytest.raises(AssertionError, match="keeps the last"):
         state.users["u0"].history(3 * KEPT_CLICKS)
+
+
+def test_rows_by_user_gives_each_users_rows_in_order_for_a_request_and_for_a_batch() -> None:
+    from features.behavioural import rows_by_user
+
+    for n in (100, 5000):  # a request's rows (a dict) and a batch's (a polars group_by)
+        users = [f"u{(k * 7) % 13}" for k in range(n)]
+        expected: dict[str, list[int]] = {}
+        for row, user in enumerate(users):
+            expected.setdefault(user, []).append(row)
+        got = {user: rows.tolist() for user, rows in rows_by_user(pl.DataFrame({"user_id": users}))}
+        assert got == expected
