@@ -2,7 +2,7 @@
 blocklist / profanity hits, faithfulness and blurbs/s, side by side.
 
     python benchmarks/blurbs_catalog.py DATA_DIR [--items 48] [--out bench_out/blurbs_catalog]
-        [--set finetune=false --set quantize=true ...] [--cache DIR]
+        [--set finetune=true --set quantize=true ...] [--cache DIR] [--seed-pii]
 
 Runs `models.blurbs.run` locally (no Ray), on a seeded sample of the catalog's items, with the
 click signal from the time split's training events. Speeds are those of this machine at this
@@ -49,12 +49,20 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="BlurbConfig field=JSON value")
     ap.add_argument("--out", type=Path, default=Path("bench_out/blurbs_catalog"))
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "recsys-blurbs-cache")
+    ap.add_argument("--seed-pii", action="store_true",
+                    help="append an e-mail, a phone number or a URL to every third item's text (none may be shown)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     data = load_dataset(args.data)
     items = data.items.sort("item_id")
     if args.items and args.items < items.height:
         items = items.sample(args.items, seed=0)
+    if args.seed_pii:
+        contact = [" Questions? Write to help.desk@example.com.", " Call +1 (415) 555-0123 to order.",
+                   " More at https://www.example-shop.com/item today."]
+        items = items.with_row_index("_k").with_columns(pl.when(pl.col("_k") % 3 == 0).then(
+            pl.col("text") + pl.col("_k").map_elements(lambda k: contact[(k // 3) % 3], return_dtype=pl.String))
+            .otherwise(pl.col("text")).alias("text")).drop("_k")
     sub = Dataset(path=data.path, items=items, events=data.events, manifest=data.manifest)
     cfg = BlurbConfig(**({"use_ray": False} | parse_set(args.set)))  # type: ignore[arg-type]
     out = run(cfg, sub, time_split(data.events).train, args.out, args.cache)

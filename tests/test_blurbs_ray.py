@@ -86,7 +86,7 @@ def test_ray_actor_pool_writes_what_local_generation_writes(ray_local: None, tin
 @pytest.mark.timeout(240)
 def test_real_smollm2_converts_once_and_writes_checked_blurbs(tmp_path: Path) -> None:
     """Zero-shot SmolLM2 on 4 items: conversion from the GGUF, generation (with retries) and review
-    end to end; it must write at least one blurb that passes every check, and nothing it shows may
+    end to end; with faithful decoding at least 3 of the 4 blurbs pass every check, and nothing it shows may
     fail one."""
     from models.blurbs.generator import smollm2_dir
     from recsys.data.synth import SynthConfig, synth
@@ -100,5 +100,5 @@ def test_real_smollm2_converts_once_and_writes_checked_blurbs(tmp_path: Path) ->
     assert blurbs.height == 4 and blurbs["blurb"].str.len_chars().min() > 0  # type: ignore[operator]
     assert set(blurbs["source"]) <= {"generated", "fallback"}
     quality = json.loads((out / "quality.json").read_text())
-    assert quality["attempted"] == 4 and quality["generated"] >= 1, quality["fallback_count_by_reason"]
+    assert quality["attempted"] == 4 and quality["generated"] >= 3, quality["fallback_count_by_reason"]  # faithful decoding
     assert quality["faithfulness_generated"] == 1.0 and quality["pii_hits_shown"] == 0

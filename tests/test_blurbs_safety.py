@@ -190,3 +190,22 @@ def test_uncased_output_gets_source_casing_back() -> None:
     verdict = review("a minimalist red ceramic mug by northwind that holds 350 ml, for slow mornings with tea.",
                      TITLE, TEXT, RULES, uncased=True)
     assert verdict.blurb == GOOD
+
+
+@pytest.mark.parametrize("blurb", [
+    "A white merino t-shirt for everyday wear, soft and easy to care for.",  # 0.66 from alt-profanity-check
+    "A black and white noir about a family on the road, for fans of slow thrillers.",
+])
+def test_colour_words_are_not_profanity(blurb: str) -> None:
+    source = "White Merino T-Shirt. A white merino t-shirt for everyday wear, easy to care for. A black and white noir."
+    assert "profanity" not in problems(blurb, source + " " + blurb, Rules(min_words=4))
+
+
+@pytest.mark.parametrize("blurb", ["What a piece of shit lamp, buy it.", "A damn good mug for idiots who drink tea."])
+def test_swearing_and_insults_are_profanity(blurb: str) -> None:
+    assert "profanity" in problems(blurb, blurb, Rules(min_words=4))
+
+
+def test_a_capitalised_function_word_is_not_a_name_but_the_name_after_it_is() -> None:
+    assert faithfulness_issues("A film for fans of The Long Riders.", FILM + ". " + FILM_TEXT) == []
+    assert faithfulness_issues("A film for fans of The Beatles.", FILM + ". " + FILM_TEXT) == ["invented_entity"]

@@ -219,7 +219,10 @@ def test_default_config_runs_every_stage_end_to_end(tmp_path: Path) -> None:
     cfg = load_config(None, ["interest.max_train_samples=64", "interest.max_valid_requests=50", "blurbs.steps=2",
                              "blurbs.limit=6", "ranker.min_data_in_leaf=5"])
     metrics = train(cfg, shop, tmp_path / "run", track=False, cache_dir=tmp_path / "cache")
-    assert {"interest_alone", "ranker", "ranker_no_text", "popularity"} <= set(metrics["comparison"])
+    assert {"interest_alone", "ranker", "ranker_no_text", "ranker_no_blurbs", "popularity"} <= set(metrics["comparison"])
+    no_blurbs = json.loads((tmp_path / "run" / "ranker_no_blurbs" / "result.json").read_text())["features"]
+    assert no_blurbs and not {"blurb_interest", "blurb_words", "blurb_fallback"} & set(no_blurbs)
+    assert "ranker_no_blurbs" in metrics["gate"]["valid_ndcg@10"]  # the gate weighs it like any candidate
     for part in ("interest", "interest/replay"):  # the served model and the ranker's replay twin
         interest = json.loads((tmp_path / "run" / part / "metrics.json").read_text())
         start = next(e for e in interest["epochs"] if e["model"] == "pretrained")

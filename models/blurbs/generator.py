@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from models.blurbs.config import GENERATION_FIELDS, BlurbConfig, digest
+from models.blurbs.safety import Rules
 from models.weights import minilm_dir, wheel_dir
 from recsys.core.errors import RecsysInputError
 
@@ -18,11 +19,12 @@ log = logging.getLogger(__name__)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_VERSION = "smollm2-135m-instruct-q4_1"
 SYSTEM = "You write short, factual catalog blurbs."
-# Zero-shot: the instruction says what a blurb is for (what it is, who it suits, why pick it). Fine-tuned
-# generators get only the facts ("compact" prompt): they learned the task, and a shorter prompt is
-# cheaper to read (prefill is most of the cost of a 30-token blurb).
-INSTRUCTION = ("Write one sentence (under 25 words) telling a customer what this is, who would enjoy it "
-               "and why. Use only these facts and do not repeat the title.")
+# Zero-shot: the instruction says what a blurb is for (what the item is, who would enjoy it), in
+# words that fit a shop, a film catalog or a news site. Measured on 64 items each of a shop, MovieLens
+# and a news site, with faithful decoding: this shorter prompt passed every check about as often as the
+# longer one before it (89 / 83 / 91 % vs 91 / 78 / 94 %) at 5.2-5.3 blurbs/s instead of 3.9-4.8
+# (prefill is a large part of a 30-token blurb). Fine-tuned generators get only the facts ("compact").
+INSTRUCTION = "In one sentence of under 25 words, say what this is and who would enjoy it. Use only these facts."
 
 
 class Generator(Protocol):
@@ -113,6 +115,8 @@ class GeneratorSpec:
     compact: bool = False  # facts-only prompt (fine-tuned generators)
     quantize: bool = False  # int8 dynamic quantisation of the linear layers (CPU)
     bf16: bool = False  # bfloat16 weights and activations at generation
+    # the checks' rules: decoding masks what they would reject (constraints.FaithfulDecoding); None = free
+    faithful: Rules | None = None
 
     @property
     def uncased(self) -> bool:
@@ -123,12 +127,15 @@ class GeneratorSpec:
 
 
 def make_spec(cfg: BlurbConfig, kind: str, base_dir: Path, base_version: str, adapter: tuple[Path, str] | None,
-              ctr_bucket: str | None = None, round_: int = 0, temperature: float | None = None) -> GeneratorSpec:
-    """Round 0 decodes as configured (greedy by default); later rounds (retries for items whose blurb
+              ctr_bucket: str | None = None, round_: int = 0, temperature: float | None = None,
+              rules: Rules | None = None) -> GeneratorSpec:
+    """Round 0 decodes as configured (cfg.greedy); later rounds (retries for items whose blurb
     failed a check, or extra candidates for training targets) sample with seed + round."""
     greedy = cfg.greedy and round_ == 0
     temp = cfg.temperature if temperature is None else temperature
-    gen = {f: getattr(cfg, f) for f in GENERATION_FIELDS} | {"greedy": greedy, "round": round_, "temperature": temp}
+    faithful = rules if cfg.faithful_decoding else None
+    gen = {f: getattr(cfg, f) for f in GENERATION_FIELDS} | {"greedy": greedy, "round": round_, "temperature": temp,
+                                                             "faithful": faithful.fingerprint() if faithful else None}
     compact = adapter is not None and kind == "causal"
     tuned = f"+ft-{adapter[1]}" if adapter else "+zeroshot"
     version = f"{base_version}{tuned}+gen-{digest(gen, 8)}"
@@ -136,7 +143,8 @@ def make_spec(cfg: BlurbConfig, kind: str, base_dir: Path, base_version: str, ad
                          adapter_dir=str(adapter[0]) if adapter else None, ctr_bucket=ctr_bucket,
                          max_new_tokens=cfg.max_new_tokens, max_source_tokens=cfg.max_source_tokens,
                          greedy=greedy, seed=cfg.seed + round_, temperature=temp, top_p=cfg.top_p,
-                         threads=cfg.threads_per_actor, compact=compact, quantize=cfg.quantize, bf16=cfg.bf16)
+                         threads=cfg.threads_per_actor, compact=compact, quantize=cfg.quantize, bf16=cfg.bf16,
+                         faithful=faithful)
 
 
 def load_seq2seq(folder: Path) -> tuple[Any, Any]:
@@ -240,6 +248,12 @@ class HFGenerator:
             # a blurb is one line: stop a row at its first line break (byte-level vocabularies only;
             # a word-piece vocabulary has no line-break token)
             sampling |= {"stop_strings": ["\n"], "tokenizer": self.tokenizer}
+        from models.blurbs.constraints import FaithfulDecoding, suits
+
+        if spec.faithful is not None and spec.kind == "causal" and suits(self.tokenizer):
+            sources = [f"{a}. {b}" for a, b in zip(titles, texts)]
+            sampling["logits_processor"] = [FaithfulDecoding(self.tokenizer, sources, spec.faithful,
+                                                             enc["input_ids"].shape[1], titles)]
         if not spec.greedy:
             torch.manual_seed(spec.seed)
             sampling |= {"do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p}

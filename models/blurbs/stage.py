@@ -55,13 +55,14 @@ def rules_for(cfg: BlurbConfig, items: pl.DataFrame) -> Rules:
 
 
 def _sample_candidates(cfg: BlurbConfig, kind: str, base_dir: Path, base_version: str, train: pl.DataFrame,
-                       cache_dir: Path) -> tuple[dict[str, list[str]], dict[str, float]]:
+                       cache_dir: Path, rules: Rules) -> tuple[dict[str, list[str]], dict[str, float]]:
     """item_id -> target_rounds sampled zero-shot candidates (cached like any generation)."""
     hashed = with_text_hash(train.select("item_id", "title", "text"))
     found: dict[str, list[str]] = {i: [] for i in hashed["item_id"]}
     seconds, generated = 0.0, 0.0
     for r in range(cfg.target_rounds):
-        spec = make_spec(cfg, kind, base_dir, base_version, None, round_=r + 1, temperature=cfg.target_temperature)
+        spec = make_spec(cfg, kind, base_dir, base_version, None, round_=r + 1, temperature=cfg.target_temperature,
+                         rules=rules)
         raw, stats = _generate(cfg, hashed, spec, cache_dir)
         seconds, generated = seconds + stats["generate_s"], generated + stats["cache_misses"]
         by_hash = dict(zip(raw["text_hash"], raw["raw"]))
@@ -75,11 +76,11 @@ def prepare_generator(cfg: BlurbConfig, items: pl.DataFrame, train_events: pl.Da
                       rules: Rules) -> tuple[GeneratorSpec, dict[str, Any]]:
     """The spec to generate with: zero-shot base, or base + a (cached) fine-tune on this catalog."""
     kind, base_dir, base_version = base_model(cfg, cache_dir)
-    zero_shot = make_spec(cfg, kind, base_dir, base_version, None)
+    zero_shot = make_spec(cfg, kind, base_dir, base_version, None, rules=rules)
     if not cfg.finetune:
         return zero_shot, {}
     train = training_items(items.select("item_id", "title", "text"), train_events, cfg)
-    candidates, stats = _sample_candidates(cfg, kind, base_dir, base_version, train, cache_dir)
+    candidates, stats = _sample_candidates(cfg, kind, base_dir, base_version, train, cache_dir, rules)
     try:
         examples = build_examples(items, train_events, cfg, rules, candidates)
         if examples.height < cfg.min_targets:
@@ -89,7 +90,7 @@ def prepare_generator(cfg: BlurbConfig, items: pl.DataFrame, train_events: pl.Da
         return zero_shot, stats | {"finetune_skipped": 1.0}
     adapter, key, metrics = finetune(cfg, kind, base_dir, base_version, examples, cache_dir, use_ray=cfg.use_ray)
     bucket = BUCKETS[-1] if cfg.click_weighting == "ctr_token" else None  # ask for the high-CTR style
-    return make_spec(cfg, kind, base_dir, base_version, (adapter, key), ctr_bucket=bucket), stats | {
+    return make_spec(cfg, kind, base_dir, base_version, (adapter, key), ctr_bucket=bucket, rules=rules), stats | {
         f"finetune_{k}": v for k, v in metrics.items()} | {"finetune_examples": float(examples.height),
                                                            "finetune_target_rate": examples.height / max(train.height, 1),
                                                            "finetune_targets": examples["target"].head(5).to_list()}
@@ -168,7 +169,7 @@ def run(cfg: BlurbConfig, data: Dataset, train_events: pl.DataFrame, out_dir: Pa
     wanted = most_shown(items, train_events, cfg.limit) if cfg.limit else items
     kind, base_dir, base_version = base_model(cfg, cache_dir)
     adapter = (Path(spec.adapter_dir), spec.version.split("+ft-")[1].split("+")[0]) if spec.adapter_dir else None
-    specs = [spec] + [make_spec(cfg, kind, base_dir, base_version, adapter, ctr_bucket=spec.ctr_bucket, round_=r)
+    specs = [spec] + [make_spec(cfg, kind, base_dir, base_version, adapter, ctr_bucket=spec.ctr_bucket, round_=r, rules=rules)
                       for r in range(1, cfg.retries + 1)]
     candidates, gen_stats = generate_rounds(cfg, wanted, specs, rules, cache_dir)
     reviewed = review_all(items.select("item_id", "title", "text", "text_hash"), candidates, rules, spec.uncased)

@@ -10,7 +10,7 @@ from typing import Any
 from recsys.core.logs import seconds_text
 
 # the order `recsys train` runs its stages in (candidates of the release gate after "features")
-STAGE_ORDER = ("state", "interest", "topics", "blurbs", "features", "ranker_full", "ranker_mixed", "ranker_no_text")
+STAGE_ORDER = ("state", "interest", "topics", "blurbs", "features", "ranker_full", "ranker_mixed", "ranker_no_text", "ranker_no_blurbs")
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -192,13 +192,16 @@ def train(cfg: RunConfig, data_dir: Path, run_dir: Path, *, track: bool = True, 
         threshold = route_threshold(pl.read_parquet(run_dir / "features" / "train.parquet", columns=["request_id", "shape"]))
     jobs = JOBS if threshold is not None else (None,)
     # candidates for release, as (features, monotone, routing threshold): the ranker, the ranker
-    # without text, each job's best baseline on valid, and with two jobs one ranker over every
+    # without text, the ranker without the blurb features, each job's best baseline on valid, and with two jobs one ranker over every
     # group (a job with few groups can gain from the other job's clicks; the gate decides per job)
     candidates: dict[str, tuple[list[str], bool, float | None]] = {"ranker_full": (names, False, threshold)}
     if threshold is not None:
         candidates["ranker_mixed"] = (names, False, None)
     if behavioural and len(behavioural) < len(names):
         candidates["ranker_no_text"] = (behavioural, False, threshold)
+    blurb_features = {f for g in resolve(["blurb"]) for f in g.feature_names} if "blurb" in cfg.features else set()
+    if blurb_features:  # blurb features are kept only where they pay on valid; blurbs are written for display anyway
+        candidates["ranker_no_blurbs"] = ([f for f in names if f not in blurb_features], False, threshold)
     reference = {b: m for b, m in baselines_valid.items() if b != "oracle"}
     for job in jobs:
         if reference:
