@@ -45,7 +45,8 @@ def test_stage_on_ray_trains_generates_and_reuses_cache(ray_local: None, tiny_ll
     train = time_split(data.events).train
     # Fine-tuning on Ray Train, from given examples (the tiny model's own candidates are noise, so
     # the stage would find no targets and skip it).
-    cfg = BlurbConfig(generator=f"causal:{tiny_llama}", finetune=True, temperature=0.8, steps=2, train_batch_size=4, train_items=8, max_new_tokens=4,
+    cfg = BlurbConfig(generator=f"causal:{tiny_llama}", finetune=True, temperature=0.8, steps=2, train_batch_size=4,
+                      train_items=8, max_new_tokens=4,
                       batch_size=4, actors=2, actor_cpus=0.5, threads_per_actor=1, train_cpus=0.5, retries=1)
     examples = pl.DataFrame({"item_id": ["a", "b", "c", "d"], "title": ["Mug"] * 4, "text": ["A red mug."] * 4,
                              "target": ["A red mug for tea."] * 4, "weight": [1.0] * 4, "ctr_bucket": [None] * 4},
