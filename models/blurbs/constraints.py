@@ -33,9 +33,21 @@ from typing import Any
 
 import numpy as np
 
-from models.blurbs.safety import CLAIMS, COLOURS, MATERIALS, NUMBER_WORDS, SIZES, STOP_WORDS, Rules, _numbers, _tokens
+from models.blurbs.safety import (
+    CLAIMS,
+    COLOURS,
+    FIRST_PERSON_FORMS,
+    MATERIALS,
+    NUMBER_WORDS,
+    SENTENCE_ENDS,
+    SIZES,
+    STOP_WORDS,
+    Rules,
+    _numbers,
+    _tokens,
+)
 
-FIRST_PERSON_WORDS = frozenset({"i", "i'm", "i've", "i'd", "me", "my", "mine", "we", "we're", "our", "us"})
+FIRST_PERSON_WORDS = frozenset(w.lower() for w in FIRST_PERSON_FORMS)
 PROMPT_LABELS = frozenset({"title", "facts", "blurb"})  # the prompt's own labels, echoed back by a small model
 CONTACT = ("@", "://", "www")
 LETTERS = re.compile(r"[A-Za-z]+")
@@ -45,7 +57,6 @@ NUMBER_RUN = re.compile(r"\d+(?:[.,]\d+)*")
 NUMBER_TAIL = re.compile(r"\d+(?:[.,]\d+)*[.,]?$")
 LONG_WORDS, END_PUSH = 18, 0.7
 COPY_RUN = 6  # a blurb may repeat this many source words in a row, not more (`copied_source`, headlines)
-SENTENCE_ENDS = (".", "!", "?", ":", '"', "\u201c")  # what safety.invented_entities treats as a sentence start
 
 
 def _ids(values: list[int]) -> np.ndarray:

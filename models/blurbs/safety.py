@@ -58,7 +58,10 @@ try:
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS as STOP_WORDS
 except ImportError:  # pragma: no cover - scikit-learn is a dependency
     STOP_WORDS = frozenset()
-FIRST_PERSON = re.compile(r"\b(?:I|I'm|I've|I'd|me|my|mine|we|we're|our|us)\b")
+FIRST_PERSON_FORMS = ("I", "I'm", "I've", "I'd", "me", "my", "mine", "we", "we're", "our", "us")
+FIRST_PERSON = re.compile(r"\b(?:" + "|".join(FIRST_PERSON_FORMS) + r")\b")
+# What comes before a sentence's first word: a capital after it is not a name.
+SENTENCE_ENDS = (".", "!", "?", ":", '"', "\u201c")
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 URL = re.compile(r"\b(?:https?://|www\.)\S+|\b[\w-]+\.(?:com|net|org|io|co|shop|store|info|biz|uk|de|example)\b", re.I)
@@ -279,7 +282,7 @@ def invented_entities(blurb: str, source: str) -> set[str]:
     found = set()
     for m in re.finditer(r"\b[A-Z][a-zA-Z'-]+\b", blurb):
         before = blurb[: m.start()].rstrip()
-        if not before or before.endswith((".", "!", "?", ":", '"', "\u201c")):
+        if not before or before.endswith(SENTENCE_ENDS):
             continue  # sentence start: capitalised anyway
         w = m.group(0)
         if w.lower() in STOP_WORDS:
