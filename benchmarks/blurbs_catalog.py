@@ -2,9 +2,10 @@
 blocklist / profanity hits, faithfulness and blurbs/s, side by side.
 
     python benchmarks/blurbs_catalog.py DATA_DIR [--items 48] [--out bench_out/blurbs_catalog]
-        [--set finetune=true --set quantize=true ...] [--cache DIR] [--seed-pii]
+        [--set finetune=true --set quantize=true ...] [--cache DIR] [--seed-pii] [--local]
 
-Runs `models.blurbs.run` locally (no Ray), on a seeded sample of the catalog's items, with the
+Runs `models.blurbs.run` as `recsys train` does (Ray actors; --local: one process, no Ray), on a
+seeded sample of the catalog's items, with the
 click signal from the time split's training events. Speeds are those of this machine at this
 moment: on a shared machine they are lower bounds for an idle one, so print the load beside them.
 """
@@ -51,6 +52,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "recsys-blurbs-cache")
     ap.add_argument("--seed-pii", action="store_true",
                     help="append an e-mail, a phone number or a URL to every third item's text (none may be shown)")
+    ap.add_argument("--local", action="store_true", help="one generator in this process instead of Ray actors")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     data = load_dataset(args.data)
@@ -64,7 +66,7 @@ def main() -> None:
             pl.col("text") + pl.col("_k").map_elements(lambda k: contact[(k // 3) % 3], return_dtype=pl.String))
             .otherwise(pl.col("text")).alias("text")).drop("_k")
     sub = Dataset(path=data.path, items=items, events=data.events, manifest=data.manifest)
-    cfg = BlurbConfig(**({"use_ray": False} | parse_set(args.set)))  # type: ignore[arg-type]
+    cfg = BlurbConfig(**({"use_ray": not args.local} | parse_set(args.set)))  # type: ignore[arg-type]
     out = run(cfg, sub, time_split(data.events).train, args.out, args.cache)
     q = json.loads((out / "quality.json").read_text())
     print(json.dumps({k: q.get(k) for k in KEYS} | {"load_average": os.getloadavg()}, indent=1))

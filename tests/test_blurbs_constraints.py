@@ -118,3 +118,36 @@ def test_a_random_model_writes_nothing_the_faithfulness_check_rejects(tokenizer:
     held = [faithfulness_issues(t, SOURCE) for t in sample(True)]
     assert any(free), "the random model should invent something unconstrained"
     assert not any(held), [(h, t) for h, t in zip(held, sample(True)) if h]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_pruned_decoding_keeps_each_rows_constraints(tokenizer: Any, seed: int) -> None:
+    """decoding.decode_pruned drops finished rows and tells the processor (`select`): each remaining
+    row must keep its own source's state, so the texts equal greedy `generate` over the full batch."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from models.blurbs.constraints import token_table
+    from models.blurbs.decoding import decode_pruned
+
+    sources = sorted(set(CORPUS))
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)).eval()
+    enc = tokenizer(["Facts: " + s for s in sources], return_tensors="pt", padding=True)
+    stops = [tokenizer.eos_token_id] + token_table(tokenizer).ends.tolist()  # a row ends at its first sentence
+
+    def processors() -> list[Any]:
+        return [FaithfulDecoding(tokenizer, sources, Rules(min_words=4), enc["input_ids"].shape[1])]
+
+    with torch.inference_mode():
+        full = model.generate(**enc, max_new_tokens=30, do_sample=False, logits_processor=processors(),
+                              eos_token_id=stops, pad_token_id=tokenizer.pad_token_id)
+        pruned = decode_pruned(model, enc["input_ids"], enc["attention_mask"], 30, processors(), stops)
+    expected = []
+    for tokens in full[:, enc["input_ids"].shape[1]:].tolist():
+        end = min((tokens.index(s) for s in stops if s in tokens), default=len(tokens) - 1)
+        expected.append(tokens[:end + 1])
+    assert pruned == expected
+    assert min(map(len, pruned)) < 30, "some rows must leave the batch early"

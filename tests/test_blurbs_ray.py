@@ -1,4 +1,4 @@
-"""The stage on Ray (Ray Train fine-tune + Ray Data actor pool) and the real SmolLM2 loading path."""
+"""The stage on Ray (Ray Train fine-tune + a pool of generator actors) and the real SmolLM2 loading path."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_stage_on_ray_trains_generates_and_reuses_cache(ray_local: None, tiny_ll
                             schema_overrides={"ctr_bucket": pl.String})
     adapter, _, metrics = finetune(cfg, "causal", tiny_llama, "tiny", examples, tmp_path / "cache", use_ray=True)
     assert metrics["steps"] == 2 and (adapter / "adapter_config.json").exists()
-    # Generation on the Ray Data actor pool: every item once, its retry round only for the failures.
+    # Generation on the generator actor pool: every item once, its retry round only for the failures.
     first = run(cfg, data, train, tmp_path / "run1", tmp_path / "cache")
     q1 = json.loads((first / "quality.json").read_text())
     blurbs = pl.read_parquet(first / "blurbs.parquet")
@@ -69,7 +69,7 @@ def test_stage_on_ray_trains_generates_and_reuses_cache(ray_local: None, tiny_ll
 @pytest.mark.ray
 @pytest.mark.timeout(240)
 def test_ray_actor_pool_writes_what_local_generation_writes(ray_local: None, tiny_llama: Path, tmp_path: Path) -> None:
-    """Ray Data's actor pool must neither drop, duplicate nor mismatch items: its raw generations,
+    """The generator actor pool must neither drop, duplicate nor mismatch items: its raw generations,
     by text hash, equal those of one local generator (greedy, so deterministic)."""
     from models.blurbs.batch import generate_cached, with_text_hash
     from models.blurbs.generator import GeneratorSpec

@@ -215,6 +215,15 @@ class FaithfulDecoding:
         self.tokenizer = tokenizer
         self.first_piece: dict[str, list[int]] = {}
 
+    def select(self, rows: list[int]) -> None:
+        """Keep only these rows' state (decoding.decode_pruned drops finished rows from the batch)."""
+        for name in ("title_words", "copy_next", "numbers", "words", "prefixes", "banned_rows", "bare_capitals",
+                     "written"):
+            values = getattr(self, name)
+            setattr(self, name, [values[r] for r in rows])
+        if self.banned is not None:
+            self.banned = self.banned[rows]
+
     def _static_mask(self, scores: Any) -> Any:
         mask = self.torch.zeros(scores.shape, dtype=self.torch.bool)
         for r, ids in enumerate(self.banned_rows):

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from models.blurbs.config import GENERATION_FIELDS, BlurbConfig, digest
 from models.blurbs.safety import Rules
+from models.blurbs.sampling import SAMPLER, TopKSampling
 from models.weights import minilm_dir, wheel_dir
 from recsys.core.errors import RecsysInputError
 
@@ -111,6 +112,7 @@ class GeneratorSpec:
     seed: int = 0
     temperature: float = 0.7
     top_p: float = 0.9
+    top_k: int = 50
     threads: int = 2
     compact: bool = False  # facts-only prompt (fine-tuned generators)
     quantize: bool = False  # int8 dynamic quantisation of the linear layers (CPU)
@@ -135,14 +137,15 @@ def make_spec(cfg: BlurbConfig, kind: str, base_dir: Path, base_version: str, ad
     temp = cfg.temperature if temperature is None else temperature
     faithful = rules if cfg.faithful_decoding else None
     gen = {f: getattr(cfg, f) for f in GENERATION_FIELDS} | {"greedy": greedy, "round": round_, "temperature": temp,
-                                                             "faithful": faithful.fingerprint() if faithful else None}
+                                                             "faithful": faithful.fingerprint() if faithful else None,
+                                                             "sampler": None if greedy else SAMPLER}
     compact = adapter is not None and kind == "causal"
     tuned = f"+ft-{adapter[1]}" if adapter else "+zeroshot"
     version = f"{base_version}{tuned}+gen-{digest(gen, 8)}"
     return GeneratorSpec(kind=kind, base_dir=str(base_dir), version=version,
                          adapter_dir=str(adapter[0]) if adapter else None, ctr_bucket=ctr_bucket,
                          max_new_tokens=cfg.max_new_tokens, max_source_tokens=cfg.max_source_tokens,
-                         greedy=greedy, seed=cfg.seed + round_, temperature=temp, top_p=cfg.top_p,
+                         greedy=greedy, seed=cfg.seed + round_, temperature=temp, top_p=cfg.top_p, top_k=cfg.top_k,
                          threads=cfg.threads_per_actor, compact=compact, quantize=cfg.quantize, bf16=cfg.bf16,
                          faithful=faithful)
 
@@ -240,27 +243,29 @@ class HFGenerator:
     def generate(self, titles: list[str], texts: list[str]) -> list[str]:
         import torch
 
+        from models.blurbs.constraints import FaithfulDecoding, suits, token_table
+        from models.blurbs.decoding import decode_pruned
+
         spec = self.spec
         enc = self.tokenizer(self.prompts(titles, texts), return_tensors="pt", padding=True,
                              add_special_tokens=spec.kind == "seq2seq")
-        sampling: dict[str, Any] = {"do_sample": False}
-        if spec.kind == "causal" and getattr(self.tokenizer, "chat_template", None):
-            # a blurb is one line: stop a row at its first line break (byte-level vocabularies only;
-            # a word-piece vocabulary has no line-break token)
-            sampling |= {"stop_strings": ["\n"], "tokenizer": self.tokenizer}
-        from models.blurbs.constraints import FaithfulDecoding, suits
-
+        processors: list[Any] = []
         if spec.faithful is not None and spec.kind == "causal" and suits(self.tokenizer):
             sources = [f"{a}. {b}" for a, b in zip(titles, texts)]
-            sampling["logits_processor"] = [FaithfulDecoding(self.tokenizer, sources, spec.faithful,
-                                                             enc["input_ids"].shape[1], titles)]
-        if not spec.greedy:
-            torch.manual_seed(spec.seed)
-            sampling |= {"do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p}
+            processors.append(FaithfulDecoding(self.tokenizer, sources, spec.faithful, enc["input_ids"].shape[1], titles))
+        if not spec.greedy:  # sampling is the last processor; decoding then takes its pick (sampling.py)
+            processors.append(TopKSampling(spec.temperature, spec.top_p, spec.top_k, spec.seed))
         with torch.inference_mode():
+            if spec.kind == "causal":  # rows leave the batch as they end (decoding.py)
+                stops = [] if self.tokenizer.eos_token_id is None else [self.tokenizer.eos_token_id]
+                if getattr(self.tokenizer, "chat_template", None):
+                    # a blurb is one line: a row ends at its first line break (a byte-level vocabulary's
+                    # tokens that hold one; a word-piece vocabulary has none)
+                    stops += token_table(self.tokenizer).line_breaks.tolist()
+                new = decode_pruned(self.model, enc["input_ids"], enc["attention_mask"], spec.max_new_tokens,
+                                    processors, stops)
+                return self.tokenizer.batch_decode(new, skip_special_tokens=True)
             out = self.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                                      max_new_tokens=spec.max_new_tokens,
-                                      pad_token_id=self.tokenizer.pad_token_id, **sampling)
-        if spec.kind == "causal":
-            out = out[:, enc["input_ids"].shape[1]:]
+                                      max_new_tokens=spec.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                                      do_sample=False, logits_processor=processors or None)
         return self.tokenizer.batch_decode(out, skip_special_tokens=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from models.blurbs.batch import generate_cached, with_text_hash
+from models.blurbs.batch import GeneratorPool, generate_cached, with_text_hash
 from models.blurbs.config import BlurbConfig
 from models.blurbs.finetune import BUCKETS, NoFinetuneTargets, build_examples, finetune, training_items
 from models.blurbs.generator import GeneratorSpec, base_model, make_spec
@@ -55,7 +55,7 @@ def rules_for(cfg: BlurbConfig, items: pl.DataFrame) -> Rules:
 
 
 def _sample_candidates(cfg: BlurbConfig, kind: str, base_dir: Path, base_version: str, train: pl.DataFrame,
-                       cache_dir: Path, rules: Rules) -> tuple[dict[str, list[str]], dict[str, float]]:
+                       cache_dir: Path, rules: Rules, pool: GeneratorPool) -> tuple[dict[str, list[str]], dict[str, float]]:
     """item_id -> target_rounds sampled zero-shot candidates (cached like any generation)."""
     hashed = with_text_hash(train.select("item_id", "title", "text"))
     found: dict[str, list[str]] = {i: [] for i in hashed["item_id"]}
@@ -63,7 +63,7 @@ def _sample_candidates(cfg: BlurbConfig, kind: str, base_dir: Path, base_version
     for r in range(cfg.target_rounds):
         spec = make_spec(cfg, kind, base_dir, base_version, None, round_=r + 1, temperature=cfg.target_temperature,
                          rules=rules)
-        raw, stats = _generate(cfg, hashed, spec, cache_dir)
+        raw, stats = _generate(cfg, hashed, spec, cache_dir, pool)
         seconds, generated = seconds + stats["generate_s"], generated + stats["cache_misses"]
         by_hash = dict(zip(raw["text_hash"], raw["raw"]))
         for i, h in zip(hashed["item_id"], hashed["text_hash"]):
@@ -73,14 +73,14 @@ def _sample_candidates(cfg: BlurbConfig, kind: str, base_dir: Path, base_version
 
 
 def prepare_generator(cfg: BlurbConfig, items: pl.DataFrame, train_events: pl.DataFrame, cache_dir: Path,
-                      rules: Rules) -> tuple[GeneratorSpec, dict[str, Any]]:
+                      rules: Rules, pool: GeneratorPool) -> tuple[GeneratorSpec, dict[str, Any]]:
     """The spec to generate with: zero-shot base, or base + a (cached) fine-tune on this catalog."""
     kind, base_dir, base_version = base_model(cfg, cache_dir)
     zero_shot = make_spec(cfg, kind, base_dir, base_version, None, rules=rules)
     if not cfg.finetune:
         return zero_shot, {}
     train = training_items(items.select("item_id", "title", "text"), train_events, cfg)
-    candidates, stats = _sample_candidates(cfg, kind, base_dir, base_version, train, cache_dir, rules)
+    candidates, stats = _sample_candidates(cfg, kind, base_dir, base_version, train, cache_dir, rules, pool)
     try:
         examples = build_examples(items, train_events, cfg, rules, candidates)
         if examples.height < cfg.min_targets:
@@ -96,13 +96,13 @@ def prepare_generator(cfg: BlurbConfig, items: pl.DataFrame, train_events: pl.Da
                                                            "finetune_targets": examples["target"].head(5).to_list()}
 
 
-def _generate(cfg: BlurbConfig, todo: pl.DataFrame, spec: GeneratorSpec, cache_dir: Path) -> tuple[pl.DataFrame, dict[str, float]]:
-    return generate_cached(todo, spec, cache_dir, batch_size=cfg.batch_size, actors=cfg.actors,
-                           actor_cpus=cfg.actor_cpus, use_ray=cfg.use_ray)
+def _generate(cfg: BlurbConfig, todo: pl.DataFrame, spec: GeneratorSpec, cache_dir: Path,
+              pool: GeneratorPool) -> tuple[pl.DataFrame, dict[str, float]]:
+    return generate_cached(todo, spec, cache_dir, batch_size=cfg.batch_size, use_ray=cfg.use_ray, pool=pool)
 
 
 def generate_rounds(cfg: BlurbConfig, wanted: pl.DataFrame, specs: list[GeneratorSpec], rules: Rules,
-                    cache_dir: Path) -> tuple[dict[str, list[str]], dict[str, float]]:
+                    cache_dir: Path, pool: GeneratorPool) -> tuple[dict[str, list[str]], dict[str, float]]:
     """text_hash -> candidates: round 0 for every wanted item, each later round only for the items
     whose candidates so far all failed a check."""
     candidates: dict[str, list[str]] = {}
@@ -111,7 +111,7 @@ def generate_rounds(cfg: BlurbConfig, wanted: pl.DataFrame, specs: list[Generato
     for r, spec in enumerate(specs):
         if todo.height == 0:
             break
-        raw, stats = _generate(cfg, todo, spec, cache_dir)
+        raw, stats = _generate(cfg, todo, spec, cache_dir, pool)
         totals["generate_s"] += stats["generate_s"]
         totals["generations"] += stats["cache_misses"]
         totals["cache_hits"] += stats["cache_hits"]
@@ -164,14 +164,15 @@ def run(cfg: BlurbConfig, data: Dataset, train_events: pl.DataFrame, out_dir: Pa
     cols = [c for c in ("item_id", "title", "text", "category", "attributes") if c in data.items.columns]
     items = with_text_hash(data.items.select(cols))
     rules = rules_for(cfg, items)
-    spec, ft_metrics = prepare_generator(cfg, items, train_events, cache_dir, rules)
-    t_ft = time.perf_counter() - t0
-    wanted = most_shown(items, train_events, cfg.limit) if cfg.limit else items
-    kind, base_dir, base_version = base_model(cfg, cache_dir)
-    adapter = (Path(spec.adapter_dir), spec.version.split("+ft-")[1].split("+")[0]) if spec.adapter_dir else None
-    specs = [spec] + [make_spec(cfg, kind, base_dir, base_version, adapter, ctr_bucket=spec.ctr_bucket, round_=r, rules=rules)
-                      for r in range(1, cfg.retries + 1)]
-    candidates, gen_stats = generate_rounds(cfg, wanted, specs, rules, cache_dir)
+    with GeneratorPool(cfg.actors, cfg.actor_cpus) as pool:  # one set of actors for every round (started on first use)
+        spec, ft_metrics = prepare_generator(cfg, items, train_events, cache_dir, rules, pool)
+        t_ft = time.perf_counter() - t0
+        wanted = most_shown(items, train_events, cfg.limit) if cfg.limit else items
+        kind, base_dir, base_version = base_model(cfg, cache_dir)
+        adapter = (Path(spec.adapter_dir), spec.version.split("+ft-")[1].split("+")[0]) if spec.adapter_dir else None
+        specs = [spec] + [make_spec(cfg, kind, base_dir, base_version, adapter, ctr_bucket=spec.ctr_bucket, round_=r,
+                                    rules=rules) for r in range(1, cfg.retries + 1)]
+        candidates, gen_stats = generate_rounds(cfg, wanted, specs, rules, cache_dir, pool)
     reviewed = review_all(items.select("item_id", "title", "text", "text_hash"), candidates, rules, spec.uncased)
     blurbs = reviewed.with_columns(model_version=pl.lit(spec.version)).select(list(BLURBS_SCHEMA)).cast(
         dict(BLURBS_SCHEMA))  # type: ignore[arg-type]

@@ -50,6 +50,17 @@ def quiet_cleaner_warnings() -> None:
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 
 
+def usable_cpus() -> float:
+    """CPUs work can really use (call after ensure_ray): the cluster's CPU resource when joined
+    through RAY_ADDRESS; this machine's cores for the local Ray, which advertises more logical
+    CPUs than cores so that stages do not wait on each other (ensure_ray)."""
+    import ray
+
+    if os.environ.get("RAY_ADDRESS"):
+        return float(ray.cluster_resources().get("CPU", 1.0))
+    return float(len(os.sched_getaffinity(0)))
+
+
 def remote_call(fn: Callable[..., T], *args: Any, num_cpus: float = 1.0, **kwargs: Any) -> T:
     """Run `fn(*args)` as a Ray task (on the cluster when RAY_ADDRESS is set) and wait for it.
 
