@@ -76,6 +76,34 @@ def test_cache_skips_unchanged_items_and_regenerates_changed_ones(tiny_llama: Pa
     assert stats["cache_misses"] == 6
 
 
+def test_a_stage_stopped_midway_keeps_what_it_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Generations reach the cache as they finish (every `save_every` items): a run that fails
+    in its third batch resumes with only the items it had not written."""
+    from models.blurbs import batch
+
+    items, written = _items(6), []
+
+    class Failing:
+        def __init__(self, spec: GeneratorSpec) -> None:
+            pass
+
+        def __call__(self, block: dict) -> dict:
+            if len(written) == 2:
+                raise RuntimeError("killed")
+            written.append(len(block["text_hash"]))
+            return {"text_hash": block["text_hash"], "model_version": ["tiny-test-v1"] * len(block["text_hash"]),
+                    "raw": [f"blurb {h}" for h in block["text_hash"]]}
+
+    monkeypatch.setattr(batch, "GenerateBatch", Failing)
+    spec = GeneratorSpec(kind="causal", base_dir=str(tmp_path), version="tiny-test-v1", threads=1)
+    with pytest.raises(RuntimeError, match="killed"):
+        generate_cached(items, spec, tmp_path, batch_size=2, use_ray=False, save_every=2)
+    assert read_cache(tmp_path, "tiny-test-v1").height == 4
+    written.clear()
+    again, stats = generate_cached(items, spec, tmp_path, batch_size=2, use_ray=False, save_every=2)
+    assert stats["cache_misses"] == 2 and stats["cache_hits"] == 4 and again.height == 6
+
+
 class EchoGenerator:
     """Test double: a faithful blurb for even items, an invented colour for odd ones; counts items."""
 

@@ -2,7 +2,8 @@
 (item text hash, model version): a rerun generates only new or changed items.
 
 The cache stores the raw generated text, so changing the checks (blocklist, lengths) re-applies
-them without generating again. Layout: cache_dir/generations/<model version>/part-*.parquet.
+them without generating again. Layout: cache_dir/generations/<model version>/part-*.parquet,
+a part every SAVE_EVERY generations, so a stopped stage resumes where it was.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from recsys.core.raytools import ensure_ray, usable_cpus
 
 log = logging.getLogger(__name__)
 CACHE_SCHEMA = pl.Schema({"text_hash": pl.String, "model_version": pl.String, "raw": pl.String})
+SAVE_EVERY = 1024  # generations (~2 minutes on 2 cores) between cache writes while a stage runs
 
 
 def text_hash(title: str | None, text: str | None) -> str:
@@ -149,36 +151,39 @@ class GeneratorPool:
         self.close()
 
 
-def _generate_ray(todo: pl.DataFrame, spec: GeneratorSpec, batch_size: int, pool: GeneratorPool,
-                  progress: Progress) -> pl.DataFrame:
-    blocks = [{c: chunk[c].to_numpy() for c in ("text_hash", "title", "text")}
-              for chunk in (todo.slice(s, batch_size) for s in range(0, todo.height, batch_size))]
-    parts = []
-    for out in pool.map(spec, blocks):
-        parts.append(pl.DataFrame({k: list(v) for k, v in out.items()}, schema=CACHE_SCHEMA))
-        progress.update(parts[-1].height)
-    return pl.concat(parts) if parts else CACHE_SCHEMA.to_frame()
+def _blocks(todo: pl.DataFrame, batch_size: int) -> list[dict[str, np.ndarray]]:
+    return [{c: chunk[c].to_numpy() for c in ("text_hash", "title", "text")}
+            for chunk in (todo.slice(s, batch_size) for s in range(0, todo.height, batch_size))]
 
 
-def _generate_local(todo: pl.DataFrame, spec: GeneratorSpec, batch_size: int, progress: Progress) -> pl.DataFrame:
+def _generate_ray(todo: pl.DataFrame, spec: GeneratorSpec, batch_size: int, pool: GeneratorPool) -> Iterator[pl.DataFrame]:
+    for out in pool.map(spec, _blocks(todo, batch_size)):
+        yield pl.DataFrame({k: list(v) for k, v in out.items()}, schema=CACHE_SCHEMA)
+
+
+def _generate_local(todo: pl.DataFrame, spec: GeneratorSpec, batch_size: int) -> Iterator[pl.DataFrame]:
     # one generator in this process: it may use every core (threads_per_actor sizes Ray actors)
     actor = GenerateBatch(dataclasses.replace(spec, threads=max(spec.threads, len(os.sched_getaffinity(0)))))
-    parts = []
-    for start in range(0, todo.height, batch_size):
-        chunk = todo.slice(start, batch_size)
-        out = actor({c: chunk[c].to_numpy() for c in ("text_hash", "title", "text")})
-        parts.append(pl.DataFrame({k: list(v) for k, v in out.items()}, schema=CACHE_SCHEMA))
-        progress.update(chunk.height)
-    return pl.concat(parts) if parts else CACHE_SCHEMA.to_frame()
+    for block in _blocks(todo, batch_size):
+        out = actor(block)
+        yield pl.DataFrame({k: list(v) for k, v in out.items()}, schema=CACHE_SCHEMA)
+
+
+def _own_pool(todo: pl.DataFrame, spec: GeneratorSpec, batch_size: int, actors: int,
+              actor_cpus: float) -> Iterator[pl.DataFrame]:
+    with GeneratorPool(actors, actor_cpus) as own:
+        yield from _generate_ray(todo, spec, batch_size, own)
 
 
 def generate_cached(items: pl.DataFrame, spec: GeneratorSpec, cache_dir: Path, *, batch_size: int = 64,
                     actors: int = 0, actor_cpus: float = 1.0, use_ray: bool = True,
-                    pool: GeneratorPool | None = None) -> tuple[pl.DataFrame, dict[str, float]]:
+                    pool: GeneratorPool | None = None, save_every: int = SAVE_EVERY) -> tuple[pl.DataFrame, dict[str, float]]:
     """Raw generations for every item (columns of CACHE_SCHEMA) and stats; only cache misses are generated.
 
     `items` needs item_id, title, text and text_hash. Items sharing a text are generated once. With
     use_ray, `pool` (a stage's GeneratorPool) generates; without one, a pool lives for this call.
+    Generations go to the cache every `save_every` items as they finish, so a stage that is
+    stopped (or fails) midway starts again from what it had written.
     """
     cached = read_cache(cache_dir, spec.version)
     unique = items.select("text_hash", "title", "text").unique("text_hash", maintain_order=True)
@@ -187,17 +192,27 @@ def generate_cached(items: pl.DataFrame, spec: GeneratorSpec, cache_dir: Path, *
     todo = todo.with_columns(_n=pl.col("text").str.len_chars()).sort("_n").drop("_n")
     progress = Progress(todo.height, f"blurbs [{spec.version}]")
     log.info("blurbs: %d items, %d cached, %d to generate", unique.height, unique.height - todo.height, todo.height)
-    new = CACHE_SCHEMA.to_frame()
-    if todo.height and not use_ray:
-        new = _generate_local(todo, spec, batch_size, progress)
-    elif todo.height and pool is not None:
-        new = _generate_ray(todo, spec, batch_size, pool, progress)
-    elif todo.height:
-        with GeneratorPool(actors, actor_cpus) as own:
-            new = _generate_ray(todo, spec, batch_size, own, progress)
-    if todo.height:
-        new = new.cast(dict(CACHE_SCHEMA))  # type: ignore[arg-type]
-        write_cache(cache_dir, new)
+    if not todo.height:
+        frames: Iterator[pl.DataFrame] = iter(())
+    elif not use_ray:
+        frames = _generate_local(todo, spec, batch_size)
+    elif pool is not None:
+        frames = _generate_ray(todo, spec, batch_size, pool)
+    else:
+        frames = _own_pool(todo, spec, batch_size, actors, actor_cpus)
+    done: list[pl.DataFrame] = []
+    unsaved: list[pl.DataFrame] = []
+    for frame in frames:
+        frame = frame.cast(dict(CACHE_SCHEMA))  # type: ignore[arg-type]
+        done.append(frame)
+        unsaved.append(frame)
+        progress.update(frame.height)
+        if sum(f.height for f in unsaved) >= save_every:
+            write_cache(cache_dir, pl.concat(unsaved))
+            unsaved = []
+    if unsaved:
+        write_cache(cache_dir, pl.concat(unsaved))
+    new = pl.concat(done) if done else CACHE_SCHEMA.to_frame()
     seconds = time.perf_counter() - progress.start
     stats = {"unique_texts": float(unique.height), "cache_hits": float(unique.height - todo.height),
              "cache_misses": float(todo.height), "generate_s": seconds,
