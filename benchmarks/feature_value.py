@@ -8,7 +8,7 @@ groups only) for its release gate. This scores each of them on the run's own hel
 (`features/test.parquet`, or valid) and prints, per job (group shape: catalog, page), nDCG@10 of
 each and the paired difference full - ablated over the same requests with a bootstrap 95% CI.
 Several runs (e.g. the MovieLens contract origins) are pooled: their requests are concatenated,
-each run's requests kept apart by the run's name. A candidate the run did not train (blurbs off,
+each run's requests kept apart. A candidate the run did not train (blurbs off,
 no text groups) is reported as missing, not as zero.
 """
 
@@ -27,8 +27,9 @@ from recsys.core.metrics import mean_with_ci, per_request
 ABLATIONS = {"blurb features": "ranker_no_blurbs", "all text features (interest, topics, blurbs)": "ranker_no_text"}
 
 
-def per_request_scores(run_dir: Path, split: str, candidate: str) -> pl.DataFrame | None:
-    """request_id, shape, ndcg@10 of one candidate ranker on the run's groups (None if not trained)."""
+def per_request_scores(run_dir: Path, split: str, candidate: str, tag: str = "") -> pl.DataFrame | None:
+    """request_id (prefixed with `tag`: runs' request ids repeat), shape, ndcg@10 of one candidate
+    ranker on the run's groups (None if not trained)."""
     if not (run_dir / candidate / "result.json").exists():
         return None
     frame = pl.read_parquet(run_dir / "features" / f"{split}.parquet")
@@ -40,18 +41,18 @@ def per_request_scores(run_dir: Path, split: str, candidate: str) -> pl.DataFram
         metrics = metrics.with_columns(shape=pl.lit("all"))
     else:
         metrics = metrics.join(shapes, on="request_id", how="left")
-    return metrics.with_columns(request_id=pl.lit(f"{run_dir.name}/") + pl.col("request_id").cast(pl.String))
+    return metrics.with_columns(request_id=pl.lit(tag) + pl.col("request_id").cast(pl.String))
 
 
 def ablation_table(run_dirs: list[Path], split: str) -> list[dict[str, object]]:
-    full = [per_request_scores(r, split, "ranker_full") for r in run_dirs]
+    full = [per_request_scores(r, split, "ranker_full", f"{n}/") for n, r in enumerate(run_dirs)]
     missing = [str(r) for r, f in zip(run_dirs, full) if f is None]
     if missing:
         raise SystemExit(f"no ranker_full in {missing}: give finished `recsys train` run directories")
     base = pl.concat([f for f in full if f is not None])
     rows: list[dict[str, object]] = []
     for label, candidate in ABLATIONS.items():
-        parts = [per_request_scores(r, split, candidate) for r in run_dirs]
+        parts = [per_request_scores(r, split, candidate, f"{n}/") for n, r in enumerate(run_dirs)]
         if any(p is None for p in parts):
             rows.append({"without": label, "candidate": candidate, "shape": "-", "requests": 0, "note": "not trained in every run"})
             continue
