@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from models.blurbs.generator import GeneratorSpec
-from recsys.core.raytools import ensure_ray, usable_cpus
+from recsys.core.raytools import ensure_ray, local_cores, usable_cpus
 
 log = logging.getLogger(__name__)
 CACHE_SCHEMA = pl.Schema({"text_hash": pl.String, "model_version": pl.String, "raw": pl.String})
@@ -163,7 +162,7 @@ def _generate_ray(todo: pl.DataFrame, spec: GeneratorSpec, batch_size: int, pool
 
 def _generate_local(todo: pl.DataFrame, spec: GeneratorSpec, batch_size: int) -> Iterator[pl.DataFrame]:
     # one generator in this process: it may use every core (threads_per_actor sizes Ray actors)
-    actor = GenerateBatch(dataclasses.replace(spec, threads=max(spec.threads, len(os.sched_getaffinity(0)))))
+    actor = GenerateBatch(dataclasses.replace(spec, threads=max(spec.threads, local_cores())))
     for block in _blocks(todo, batch_size):
         out = actor(block)
         yield pl.DataFrame({k: list(v) for k, v in out.items()}, schema=CACHE_SCHEMA)

@@ -50,6 +50,11 @@ def quiet_cleaner_warnings() -> None:
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 
 
+def local_cores() -> int:
+    """Cores this process may run on (its CPU affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0))
+
+
 def usable_cpus() -> float:
     """CPUs work can really use (call after ensure_ray): the cluster's CPU resource when joined
     through RAY_ADDRESS; this machine's cores for the local Ray, which advertises more logical
@@ -58,7 +63,7 @@ def usable_cpus() -> float:
 
     if os.environ.get("RAY_ADDRESS"):
         return float(ray.cluster_resources().get("CPU", 1.0))
-    return float(len(os.sched_getaffinity(0)))
+    return float(local_cores())
 
 
 def remote_call(fn: Callable[..., T], *args: Any, num_cpus: float = 1.0, **kwargs: Any) -> T:
