@@ -11,7 +11,7 @@ import polars as pl
 
 from features.pointintime import global_totals, last_before, sums_before, sums_over, totals_before
 from features.registry import KEYS, FeatureContext, FeatureSpec, MomentContext, MomentValues, at_moment, register
-from features.state import UNKNOWN_CATEGORY, whole_seconds
+from features.state import UNKNOWN_CATEGORY, LogState, whole_seconds
 
 F32 = pl.Float32
 Rate = TypeVar("Rate", pl.Expr, np.ndarray)
@@ -207,13 +207,7 @@ def user_affinity(ctx: FeatureContext) -> pl.DataFrame:
 
 def _affinity(ctx: FeatureContext, category: pl.DataFrame) -> pl.DataFrame:
     """user_affinity's columns for an item -> `category` mapping (unmapped items: "?")."""
-    log = _counts(ctx.log).join(category, on="item_id", how="left").with_columns(pl.col("category").fill_null("?"))
-    t = ctx.targets.select(*KEYS, "user_id", "ts").join(category, on="item_id", how="left", maintain_order="left")
-    t = _with_prior(_totals(ctx), t.with_columns(pl.col("category").fill_null("?")))
-    n_categories = max(category["category"].n_unique(), 1)
-    out = sums_before(log, t, ["user_id", "category"], ["clicks", "shown"], None, "_cat")
-    out = sums_before(log, out, ["user_id"], ["clicks"], None, "_user")
-    out = sums_before(log, out, ["user_id", "item_id"], ["clicks", "shown"], None, "_item")
+    out, n_categories = _affinity_sums(ctx, category)
     return out.select(
         *KEYS,
         user_category_clicks="clicks_cat",
@@ -222,6 +216,22 @@ def _affinity(ctx: FeatureContext, category: pl.DataFrame) -> pl.DataFrame:
         user_item_shown="shown_item",
         user_item_clicks="clicks_item",
     )
+
+
+def _affinity_sums(ctx: FeatureContext, category: pl.DataFrame, by_category: bool = False) -> tuple[pl.DataFrame, int]:
+    """Targets + `_prior`, `category` and the sums before each target's ts: the user's clicks and
+    impressions in the item's category (`_cat`), their clicks (`_user`), on the item (`_item`),
+    and with `by_category` everyone's in the category (`_every`); and how many categories."""
+    log = _counts(ctx.log).join(category, on="item_id", how="left").with_columns(pl.col("category").fill_null("?"))
+    t = ctx.targets.select(*KEYS, "user_id", "ts").join(category, on="item_id", how="left", maintain_order="left")
+    t = _with_prior(_totals(ctx), t.with_columns(pl.col("category").fill_null("?")))
+    n_categories = max(category["category"].n_unique(), 1)
+    out = sums_before(log, t, ["user_id", "category"], ["clicks", "shown"], None, "_cat")
+    out = sums_before(log, out, ["user_id"], ["clicks"], None, "_user")
+    out = sums_before(log, out, ["user_id", "item_id"], ["clicks", "shown"], None, "_item")
+    if by_category:
+        out = sums_before(log, out, ["category"], ["clicks", "shown"], None, "_every")
+    return out, n_categories
 
 
 @at_moment("user_affinity")
@@ -341,15 +351,25 @@ def item_trend_at(ctx: MomentContext) -> MomentValues:
     [
         FeatureSpec("user_topic_clicks", F32, "the user's clicks on items of this item's text topic (clusters of item text vectors)"),
         FeatureSpec("user_topic_share", F32, "share of the user's clicks in this text topic (smoothed)"),
-        FeatureSpec("user_topic_ctr", F32, "the user's smoothed CTR on this text topic"),
+        FeatureSpec("user_topic_ctr", F32, "the user's CTR on this text topic, smoothed towards the topic's CTR"),
+        FeatureSpec("topic_ctr", F32, "everyone's smoothed CTR on items of this text topic: how items like it fare (a new item's prior)"),
     ],
     requires=("topics",),
 )
 def user_topic(ctx: FeatureContext) -> pl.DataFrame:
     topics: pl.DataFrame = ctx.artefacts["topics"]
-    out = _affinity(ctx, topics.select("item_id", category=pl.col("topic")))
-    return out.select(*KEYS, user_topic_clicks="user_category_clicks", user_topic_share="user_category_share",
-                      user_topic_ctr="user_category_ctr")
+    out, n_topics = _affinity_sums(ctx, topics.select("item_id", category=pl.col("topic")), by_category=True)
+    # a hierarchy of rates: global -> topic -> this user in the topic. A user's few impressions
+    # in a topic say little; shrunk towards the global rate, they hide what the topic itself
+    # draws (on a news-like site the larger part of the signal), so they shrink towards it
+    topic_ctr = _smoothed_ctr(pl.col("clicks_every"), pl.col("shown_every"))
+    return out.select(
+        *KEYS,
+        user_topic_clicks="clicks_cat",
+        user_topic_share=(pl.col("clicks_cat") + 1.0 / n_topics) / (pl.col("clicks_user") + 1.0),
+        user_topic_ctr=smoothed_rate(pl.col("clicks_cat"), pl.col("shown_cat"), topic_ctr),
+        topic_ctr=topic_ctr,
+    )
 
 
 _TOPIC_MAPS: dict[int, tuple[pl.DataFrame, dict[str, str], int]] = {}
@@ -390,11 +410,47 @@ def user_topic_at(ctx: MomentContext) -> MomentValues:
         per_topic[rows] = sums[wanted[rows]]
         clicks_user[rows] = user.clicks
     clicks_t, shown_t = per_topic.T
+    every = topic_totals(ctx.state, ctx.artefacts["topics"])
+    sums = np.array([every.get(topic_of.get(item, UNKNOWN_CATEGORY), (0.0, 0.0)) for item in ctx.targets["item_id"].to_list()],
+                    dtype=np.float64).reshape(-1, 2)
+    topic_ctr = smoothed_rate(sums[:, 0], sums[:, 1], _prior_at(ctx))
     return {
         "user_topic_clicks": clicks_t,
         "user_topic_share": (clicks_t + 1.0 / n_topics) / (clicks_user + 1.0),
-        "user_topic_ctr": smoothed_rate(clicks_t, shown_t, _prior_at(ctx)),
+        "user_topic_ctr": smoothed_rate(clicks_t, shown_t, topic_ctr),
+        "topic_ctr": topic_ctr,
     }
+
+
+def items_read(topics: pl.DataFrame | None, item_ids: list[str]) -> list[str]:
+    """The items whose events the per-key features of these candidates read: themselves and,
+    with text topics, every item of their topics (`topic_ctr` sums them). A log cut down to the
+    events of fewer items (serving's point-in-time view) would change those sums."""
+    if topics is None:
+        return item_ids
+    wanted = topics.filter(pl.col("item_id").is_in(item_ids))["topic"].unique()
+    return sorted(set(item_ids) | set(topics.filter(pl.col("topic").is_in(wanted.to_list()))["item_id"].to_list()))
+
+
+_TOPIC_TOTALS: dict[int, tuple[LogState, pl.DataFrame, int, dict[str, tuple[float, float]]]] = {}
+
+
+def topic_totals(state: LogState, topics: pl.DataFrame) -> dict[str, tuple[float, float]]:
+    """topic -> (clicks, impressions) of every event in `state`, which is what the point-in-time
+    sums give at a moment after the log. Summed over the items once per change of the state
+    (its row count), not per request."""
+    hit = _TOPIC_TOTALS.get(id(state))
+    if hit is None or hit[0] is not state or hit[1] is not topics or hit[2] != state.rows:
+        topic_of, _ = topic_map(topics)
+        sums: dict[str, list[float]] = {}
+        for item, counts in state.items.items():
+            pair = sums.setdefault(topic_of.get(item, UNKNOWN_CATEGORY), [0.0, 0.0])
+            pair[0] += counts.trail.cum_clicks[-1]
+            pair[1] += counts.trail.cum_shown[-1]
+        if len(_TOPIC_TOTALS) >= 8:  # a few states at most per process (A/B arms, hot swaps)
+            _TOPIC_TOTALS.clear()
+        hit = _TOPIC_TOTALS[id(state)] = (state, topics, state.rows, {t: (c, n) for t, (c, n) in sums.items()})
+    return hit[3]
 
 
 def horizon_of(artefacts: Mapping[str, Any]) -> int:

@@ -22,6 +22,7 @@ RANKED = {  # feature -> the column ranked within the request (ascending; 1 = th
     "rank_interest": "interest_score",
     "rank_interest_max": "interest_max",
     "rank_cf": "cf_score",
+    "rank_topic": "user_topic_ctr",
 }
 
 

@@ -140,6 +140,7 @@ PHRASES: dict[str, tuple[str, Holds]] = {
     "user_topic_clicks": ("you often read about this", _user(_backed_by("user_topic_clicks", OFTEN_CLICKS))),
     "user_topic_share": ("you often read about this", _user(_backed_by("user_topic_clicks", OFTEN_CLICKS))),
     "user_topic_ctr": ("you often read about this", _user(_backed_by("user_topic_clicks", OFTEN_CLICKS))),
+    "rank_topic": ("you often read about this", _user(_backed_by("user_topic_clicks", OFTEN_CLICKS))),
 }
 # columns the checks read besides the phrase's own feature: pass them as `evidence`
 EVIDENCE = ("interest_history_len", "user_clicks_all", "user_category_clicks", "item_clicks_7d", "item_clicks_all",

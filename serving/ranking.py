@@ -131,7 +131,7 @@ class RankingModel:
                     raise PointInTimeRefused(snapshot.point_in_time_refusal(EPOCH + timedelta(microseconds=int(ts.max()))) or "")
             if self.scorer.has_twins and live:
                 return self.scorer.rows_of(targets, state=state, ts=ts), {u for u in users if u in state.users}
-        view = snapshot.view(users, items)  # every event of these users is in it
+        view = snapshot.view(users, self.scorer.related_items(items))  # every event of these users is in it
         known = set(view.filter(pl.col("user_id").is_in(users))["user_id"].unique().to_list())
         return self.scorer.rows_of(targets, log=view, totals=snapshot.totals), known
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from features.behavioural import items_read
 from features.groups import resolve
 from features.registry import FeatureContext, MomentContext, MomentFeatures, compute_features, moment_features
 from features.state import LogState, micros
@@ -78,6 +79,12 @@ class Scorer:
         if self._log_state is None:
             self._log_state = LogState.of(self.log, self.items)
         return self._log_state
+
+    def related_items(self, item_ids: list[str]) -> list[str]:
+        """The items whose events these candidates' features read (see `items_read`)."""
+        if not any(g.name == "user_topic" for g in self.groups):
+            return item_ids
+        return items_read(self.artefacts.get("topics"), item_ids)
 
     def features(self, frame: pl.DataFrame, ts: datetime | None = None, *, log: pl.DataFrame | None = None,
                  totals: pl.DataFrame | None = None) -> pl.DataFrame:

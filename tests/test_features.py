@@ -133,3 +133,44 @@ def test_interest_group_passes_point_in_time_histories_to_the_scorer() -> None:
 def test_interest_histories_are_as_long_as_the_model_was_trained_with() -> None:
     f = compute_features(resolve(["interest"]), FeatureContext(TARGETS, LOG, ITEMS, {"interest": FakeInterest(history_len=2)}))
     assert f.sort("request_id", "item_id")["interest_history_len"].to_list() == [2, 2, 0, 0]
+
+
+def test_topic_ctr_is_how_items_of_the_topic_fare_and_the_users_ctr_shrinks_towards_it() -> None:
+    # two text topics: "warm" items are clicked whenever shown, "cold" ones never; "new" items
+    # of each topic were never shown, so only their topic speaks for them
+    topics = pl.DataFrame({"item_id": ["red1", "red2", "blue1", "blue2"], "topic": ["warm", "warm", "cold", "cold"]})
+    log = log_frame([(f"r{n}", "red1", n, 1) for n in range(10)] + [(f"b{n}", "blue1", n, 0) for n in range(10)]
+                    + [("u", "blue1", 11, 1)])
+    targets = pl.DataFrame({"request_id": ["tu", "tu", "tw", "tw"], "user_id": ["u", "u", "w", "w"], "item_id": ["red2", "blue2"] * 2,
+                            "ts": [at(12)] * 4}).with_columns(pl.col("ts").dt.cast_time_unit("us"))
+    f = compute_features(resolve(["user_topic"]), FeatureContext(targets, log, ITEMS, {"topics": topics}))
+    row = {(r["user_id"], r["item_id"]): r for r in f.iter_rows(named=True)}
+    prior = 11 / 21  # the log's CTR before 12 h
+    assert row["w", "red2"]["topic_ctr"] == pytest.approx((10 + 20 * prior) / (10 + 20))
+    assert row["w", "blue2"]["topic_ctr"] == pytest.approx((1 + 20 * prior) / (11 + 20))
+    # a user who never saw the topic gets the topic's rate, not the global one
+    assert row["w", "red2"]["user_topic_ctr"] == pytest.approx(row["w", "red2"]["topic_ctr"])
+    assert row["w", "red2"]["user_topic_ctr"] > row["w", "blue2"]["user_topic_ctr"]
+    # u clicked the one cold item shown to them: pulled up from the topic's rate, by one impression's weight
+    cold = row["u", "blue2"]["topic_ctr"]
+    assert row["u", "blue2"]["user_topic_ctr"] == pytest.approx((1 + 20 * cold) / (1 + 20), rel=1e-6)
+
+
+def test_the_events_of_the_candidates_topics_are_all_a_cut_log_needs() -> None:
+    """Serving's point-in-time path reads a log cut down to the request's user and the items
+    `items_read` names: the topic sums must come out as over the whole log."""
+    from features.behavioural import items_read
+    from features.pointintime import global_totals
+
+    topics = pl.DataFrame({"item_id": ["red1", "red2", "blue1", "blue2"], "topic": ["warm", "warm", "cold", "cold"]})
+    targets = TARGETS.filter(pl.col("user_id") == "u")
+    whole = compute_features(resolve(["user_topic"]), FeatureContext(targets, LOG, ITEMS, {"topics": topics}))
+    read = items_read(topics, targets["item_id"].to_list())
+    assert read == ["blue1", "blue2", "red1", "red2"]  # red2 and blue2 bring their topics' other items
+    cut = LOG.filter(pl.col("user_id").is_in(["u"]) | pl.col("item_id").is_in(read))
+    served = compute_features(resolve(["user_topic"]), FeatureContext(targets, cut, ITEMS, {"topics": topics}, global_totals(LOG)))
+    assert served.equals(whole)
+    # the candidates' own events alone miss v's impression of red1: its topic's rate changes
+    alone = LOG.filter(pl.col("user_id").is_in(["u"]) | pl.col("item_id").is_in(targets["item_id"].to_list()))
+    short = compute_features(resolve(["user_topic"]), FeatureContext(targets, alone, ITEMS, {"topics": topics}, global_totals(LOG)))
+    assert not short.equals(whole)
