@@ -386,3 +386,42 @@ def test_gain_lower_bound_needs_a_consistent_paired_gain() -> None:
     per_req = pl.DataFrame({"request_id": ["a", "b"], "auc": [0.5, None], "ndcg@10": [0.9, 0.8]})
     assert request_selection_values(per_req, "mean") == {"a": pytest.approx(0.7)}
     assert request_selection_values(per_req, "ndcg@10") == {"a": 0.9, "b": 0.8}
+
+
+def test_text_prior_scores_as_training_ranks_and_old_models_load_without_one(tmp_path: Path) -> None:
+    """The text prior (`item_prior`) is an offset of every user vector: the scorer's u . v + (w /
+    scale) . v is the training logit less the bias, over the scale. A model saved before the
+    prior existed (no `item_prior` in its config) loads and scores as a plain cosine."""
+    import torch
+
+    from models.interest.model import CONFIG_FILE, InterestModel, load_tokenizer, new_encoder
+    from models.interest.scorer import InterestScorer
+
+    cfg = InterestConfig(encoder="tiny")
+    model = InterestModel(cfg, new_encoder(cfg)).eval()
+    assert float(model.user_offset().abs().sum()) == 0.0  # starts as the pretrained encoder exactly
+    torch.manual_seed(0)
+    torch.nn.init.normal_(model.item_prior.weight)
+    model.save(tmp_path / "model", load_tokenizer())
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(6, model.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"i{n}" for n in range(6)]
+    scorer = InterestScorer(tmp_path / "model", ids, vectors, np.zeros(model.dim, np.float32))
+    histories, cands = [["i0", "i1"], ["i2"], ["i0", "i1"]], ["i3", "i4", "i5"]
+    got = scorer.score(histories, cands)
+    with torch.no_grad():
+        hist = torch.tensor([[0, 1], [2, 2], [0, 1]])
+        mask = torch.tensor([[True, True], [False, True], [True, True]])
+        users = model.users(torch.from_numpy(vectors)[hist], mask)
+        v = torch.from_numpy(vectors[[3, 4, 5]])
+        logits = model.log_scale.exp() * (users * v).sum(-1) + model.bias + model.item_prior(v).squeeze(-1)
+        expected = ((logits - model.bias) / model.log_scale.exp()).numpy()
+    assert np.allclose(got, expected, atol=1e-5)
+    assert not np.allclose(got, (users * v).sum(-1).numpy(), atol=1e-3)  # the prior does move the scores
+    # an old model: no `item_prior` in its config and none in its head
+    saved = json.loads((tmp_path / "model" / CONFIG_FILE).read_text())
+    del saved["item_prior"]
+    (tmp_path / "model" / CONFIG_FILE).write_text(json.dumps(saved))
+    old = InterestScorer(tmp_path / "model", ids, vectors, np.zeros(model.dim, np.float32))
+    assert np.allclose(old.score(histories, cands), (users * v).sum(-1).numpy(), atol=1e-5)

@@ -41,6 +41,12 @@ class InterestConfig:
     # re-weights what the text says (topic, genre, style) against boilerplate at the cost of one
     # matmul, which is what a few thousand noisy clicks can steer without erasing the encoder.
     projection: bool = True
+    # A text prior: a linear read of the item vector added to every user's score (zero at the
+    # start, so the start is the pretrained encoder exactly; a head parameter, trained at
+    # `head_lr`). A cosine to the user's clicks says what they like; what the text says about how
+    # anyone responds (a topic most readers open, a genre few rate well) needs its own term, and
+    # it scores a new item from its text alone like the rest.
+    item_prior: bool = True
     # False: only candidates are encoded with gradients; history items come from a no-gradient
     # table of the current item vectors, re-encoded every bank_refresh_every steps (a step then
     # costs ~1/3: histories are 2/3 of a batch's distinct items). True: histories get gradients too.
@@ -125,6 +131,7 @@ class InterestConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> InterestConfig:
         """Rebuild from a saved config.json; unknown keys raise TypeError like the constructor."""
+        values = {"item_prior": False, **values}  # a model saved before the text prior had none
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -201,7 +201,7 @@ def validate(model: InterestModel, vectors_of: Callable[[list[int]], torch.Tenso
     user_row = dict(zip(per_req["request_id"].to_list(), range(per_req.height)))
     u = users[[user_row[r] for r in frame["request_id"].to_list()]]
     v = vecs[[pos[item_index[i]] for i in frame["item_id"].to_list()]]
-    scores = (u * v).sum(-1).numpy()
+    scores = ((u + model.user_offset()) * v).sum(-1).numpy()
     return per_request(frame.select("request_id", "item_id", "label").with_columns(score=pl.Series(scores)))
 
 

@@ -100,6 +100,9 @@ class InterestModel(nn.Module):
             nn.init.eye_(self.projection.weight)  # the start is the pretrained encoder exactly
         self.log_scale = nn.Parameter(torch.tensor(float(cfg.init_scale)).log())
         self.bias = nn.Parameter(torch.zeros(()))
+        self.item_prior = nn.Linear(dim, 1, bias=False) if cfg.item_prior else None
+        if self.item_prior is not None:
+            nn.init.zeros_(self.item_prior.weight)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(n, len) word pieces -> (n, d) unit item vectors."""
@@ -166,7 +169,15 @@ class InterestModel(nn.Module):
         users = self.users(source[hist_idx.clamp_min(0)], hist_mask)
         cands = vecs[cand_idx]
         cos = (users.unsqueeze(1) * cands).sum(-1)
-        return self.log_scale.exp() * cos + self.bias
+        logits = self.log_scale.exp() * cos + self.bias
+        return logits if self.item_prior is None else logits + self.item_prior(cands).squeeze(-1)
+
+    def user_offset(self) -> torch.Tensor:
+        """(d,) what the text prior adds to every user vector: scale * (u + w / scale) . v is the
+        training logit (less the bias), so a score u . v + (w / scale) . v ranks as training did."""
+        if self.item_prior is None:
+            return torch.zeros(self.dim)
+        return self.item_prior.weight[0] / self.log_scale.exp()
 
     def item_parameters(self) -> list[nn.Parameter]:
         """What shapes item vectors: trainable encoder layers and the projection (trained at `lr`)."""
@@ -174,7 +185,7 @@ class InterestModel(nn.Module):
         return [p for p in self.encoder.parameters() if p.requires_grad] + proj
 
     def head_parameters(self) -> list[nn.Parameter]:
-        """User tower, scale and bias: they start untrained and take `head_lr`."""
+        """User tower, scale, bias and the text prior: they start untrained and take `head_lr`."""
         return [p for n, p in self.named_parameters() if not n.startswith(("encoder.", "projection."))]
 
     def save(self, path: Path, tokenizer) -> None:

@@ -1,6 +1,7 @@
 """InterestScorer: the one inference interface (features, batch scoring and serving use it).
 
-Scores are cosines in [-1, 1] between a user vector and an item vector. Item vectors come from
+Scores are the cosine of a user vector and an item vector, plus the model's text prior of the
+item (`InterestModel.user_offset`, added to every user vector; 0 for a model without one). Item vectors come from
 item_embeddings.parquet (cached); texts of items the cache lacks are encoded on demand with the
 lazily loaded encoder. Fallbacks, so nothing raises on unknown ids:
 - an item id not in the cache -> a zero vector (score 0 = no opinion) unless its text was
@@ -39,6 +40,7 @@ class InterestScorer:
         self._model: InterestModel | None = None
         self._tokenizer = None
         self._pool: UserTower | None = None
+        self._offset: np.ndarray | None = None
 
     @property
     def history_len(self) -> int:
@@ -110,7 +112,7 @@ class InterestScorer:
             vecs = torch.from_numpy(self.vectors[np.maximum(rows[has], 0)])
             with torch.no_grad():
                 out[has] = self._pool_head()(vecs, torch.from_numpy(mask[has])).numpy()
-        return out
+        return out + self._prior_offset()
 
     def score(self, histories: list[list[str]], item_ids: list[str]) -> np.ndarray:
         """(n,) cosine of user i (histories[i]) and item_ids[i]; each distinct history once."""
@@ -128,3 +130,14 @@ class InterestScorer:
             head = torch.load(self.model_dir / HEAD_FILE, weights_only=True)
             self._pool = UserTower.from_head(head, self.dim, self.cfg.pooling)
         return self._pool
+
+    def _prior_offset(self) -> np.ndarray:
+        """(d,) the text prior as an offset of every user vector (`InterestModel.user_offset`),
+        read from head.pt without loading the encoder; zeros without a prior."""
+        if self._offset is None:
+            offset = np.zeros(self.dim, np.float32)
+            if self.cfg.item_prior:
+                head = torch.load(self.model_dir / HEAD_FILE, weights_only=True)
+                offset = (head["item_prior.weight"][0] / head["log_scale"].exp()).numpy().astype(np.float32)
+            self._offset = offset
+        return self._offset
