@@ -388,16 +388,16 @@ def test_gain_lower_bound_needs_a_consistent_paired_gain() -> None:
     assert request_selection_values(per_req, "ndcg@10") == {"a": 0.9, "b": 0.8}
 
 
-def test_text_prior_scores_as_training_ranks_and_old_models_load_without_one(tmp_path: Path) -> None:
-    """The text prior (`item_prior`) is an offset of every user vector: the scorer's u . v + (w /
-    scale) . v is the training logit less the bias, over the scale. A model saved before the
-    prior existed (no `item_prior` in its config) loads and scores as a plain cosine."""
+def test_text_prior_scores_as_training_ranks_and_without_it_scores_are_cosines(tmp_path: Path) -> None:
+    """The text prior (`item_prior`, an option) is an offset of every user vector: the scorer's
+    u . v + (w / scale) . v is the training logit less the bias, over the scale. Without it (the
+    default) the same head scores plain cosines."""
     import torch
 
     from models.interest.model import CONFIG_FILE, InterestModel, load_tokenizer, new_encoder
     from models.interest.scorer import InterestScorer
 
-    cfg = InterestConfig(encoder="tiny")
+    cfg = InterestConfig(encoder="tiny", item_prior=True)
     model = InterestModel(cfg, new_encoder(cfg)).eval()
     assert float(model.user_offset().abs().sum()) == 0.0  # starts as the pretrained encoder exactly
     torch.manual_seed(0)
@@ -419,9 +419,9 @@ def test_text_prior_scores_as_training_ranks_and_old_models_load_without_one(tmp
         expected = ((logits - model.bias) / model.log_scale.exp()).numpy()
     assert np.allclose(got, expected, atol=1e-5)
     assert not np.allclose(got, (users * v).sum(-1).numpy(), atol=1e-3)  # the prior does move the scores
-    # an old model: no `item_prior` in its config and none in its head
+    # a model without a prior (the default): the same head scores as a plain cosine
     saved = json.loads((tmp_path / "model" / CONFIG_FILE).read_text())
-    del saved["item_prior"]
+    saved["item_prior"] = False
     (tmp_path / "model" / CONFIG_FILE).write_text(json.dumps(saved))
     old = InterestScorer(tmp_path / "model", ids, vectors, np.zeros(model.dim, np.float32))
     assert np.allclose(old.score(histories, cands), (users * v).sum(-1).numpy(), atol=1e-5)

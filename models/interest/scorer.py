@@ -115,7 +115,7 @@ class InterestScorer:
         return out + self._prior_offset()
 
     def score(self, histories: list[list[str]], item_ids: list[str]) -> np.ndarray:
-        """(n,) cosine of user i (histories[i]) and item_ids[i]; each distinct history once."""
+        """(n,) score of user i (histories[i]) and item_ids[i] (cosine + text prior); each distinct history once."""
         if len(histories) != len(item_ids):
             raise ValueError(f"score: {len(histories)} histories but {len(item_ids)} item ids")
         keys = [tuple(h[-self.cfg.history_len:]) for h in histories]
