@@ -46,8 +46,8 @@ class InterestConfig:
     # `head_lr`). A cosine to the user's clicks says what they like; what the text says about how
     # anyone responds (a topic most readers open, a genre few rate well) needs its own term.
     # Off by default: on MovieLens it raised the model's valid AUC (0.572 -> 0.589 at q = 0.7,
-    # 0.593 -> 0.621 at q = 0.8) but the ranker over it did worse on its own valid groups (0.231
-    # -> 0.211, 0.310 -> 0.201: the replay twin's prior and the served model's differ), and on the
+    # 0.593 -> 0.621 at q = 0.8) but the catalog ranker over it did worse on its own valid groups
+    # (0.235 -> 0.211, 0.255 -> 0.201; perhaps the replay twin's prior and the served one's differ), and on the
     # news analogue the fine-tuned weights were still not kept. The ranker's `topic_ctr` carries
     # the text prior instead.
     item_prior: bool = False
