@@ -432,25 +432,35 @@ def items_read(topics: pl.DataFrame | None, item_ids: list[str]) -> list[str]:
     return sorted(set(item_ids) | set(topics.filter(pl.col("topic").is_in(wanted.to_list()))["item_id"].to_list()))
 
 
-_TOPIC_TOTALS: dict[int, tuple[LogState, pl.DataFrame, int, dict[str, tuple[float, float]]]] = {}
+_TOPIC_TOTALS: dict[tuple[int, int], tuple[LogState, pl.DataFrame, dict[str, list[float]]]] = {}
 
 
-def topic_totals(state: LogState, topics: pl.DataFrame) -> dict[str, tuple[float, float]]:
-    """topic -> (clicks, impressions) of every event in `state`, which is what the point-in-time
-    sums give at a moment after the log. Summed over the items once per change of the state
-    (its row count), not per request."""
-    hit = _TOPIC_TOTALS.get(id(state))
-    if hit is None or hit[0] is not state or hit[1] is not topics or hit[2] != state.rows:
+def topic_totals(state: LogState, topics: pl.DataFrame) -> dict[str, list[float]]:
+    """topic -> [clicks, impressions] of every event in `state`, which is what the point-in-time
+    sums give at a moment after the log. Summed over the items once per state and topics frame;
+    then the state's later events are added as they arrive (`LogState.on_add`), so live feedback
+    costs no pass over the catalog per request."""
+    key = (id(state), id(topics))
+    hit = _TOPIC_TOTALS.get(key)
+    if hit is None or hit[0] is not state or hit[1] is not topics:
         topic_of, _ = topic_map(topics)
         sums: dict[str, list[float]] = {}
         for item, counts in state.items.items():
             pair = sums.setdefault(topic_of.get(item, UNKNOWN_CATEGORY), [0.0, 0.0])
             pair[0] += counts.trail.cum_clicks[-1]
             pair[1] += counts.trail.cum_shown[-1]
-        if len(_TOPIC_TOTALS) >= 8:  # a few states at most per process (A/B arms, hot swaps)
+
+        def take_in(events: pl.DataFrame) -> None:
+            for item, clicked in zip(events["item_id"].to_list(), events["clicked"].to_list()):
+                pair = sums.setdefault(topic_of.get(item, UNKNOWN_CATEGORY), [0.0, 0.0])
+                pair[0] += clicked
+                pair[1] += 1.0
+
+        state.on_add(take_in)
+        if len(_TOPIC_TOTALS) >= 8:  # a few (state, run) pairs at most per process (A/B arms, hot swaps)
             _TOPIC_TOTALS.clear()
-        hit = _TOPIC_TOTALS[id(state)] = (state, topics, state.rows, {t: (c, n) for t, (c, n) in sums.items()})
-    return hit[3]
+        hit = _TOPIC_TOTALS[key] = (state, topics, sums)
+    return hit[2]
 
 
 def horizon_of(artefacts: Mapping[str, Any]) -> int:

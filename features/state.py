@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -359,6 +359,9 @@ class LogState:
         self.horizon: int | None = None  # see set_horizon
         self._folded_at: int | None = None
         self._item_codes, self._category_codes = Codes(), Codes()
+        # called with each batch `add` takes in (item_id, ts, clicked columns): sums over keys the
+        # state does not know (a run's text topics) follow the log without a pass over every item
+        self._listeners: list[Callable[[pl.DataFrame], None]] = []
 
     @classmethod
     def of(cls, log: pl.DataFrame, items: pl.DataFrame) -> LogState:
@@ -377,6 +380,10 @@ class LogState:
     def before(self, ts: np.ndarray) -> bool:
         """Whether every event taken in is strictly earlier than every moment in `ts`."""
         return self.last_ts is None or bool(len(ts) == 0 or ts.min() > self.last_ts)
+
+    def on_add(self, listener: Callable[[pl.DataFrame], None]) -> None:
+        """Call `listener` with every later batch of events (item_id, ts in µs, clicked 0/1.0)."""
+        self._listeners.append(listener)
 
     def set_horizon(self, horizon_us: int | None) -> None:
         """Fold, from the next `add` or `fold` on, the events older than `horizon_us` before the
@@ -425,6 +432,8 @@ class LogState:
         self._add_items(ev)
         self._add_users(ev)
         self.rows += events.height
+        for listener in self._listeners:
+            listener(ev)
         if self.horizon is not None and (self._folded_at is None
                                          or self.last_ts + 1 - self.horizon - self._folded_at >= max(self.horizon // 8, 1)):
             self.fold()

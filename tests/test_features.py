@@ -174,3 +174,20 @@ def test_the_events_of_the_candidates_topics_are_all_a_cut_log_needs() -> None:
     alone = LOG.filter(pl.col("user_id").is_in(["u"]) | pl.col("item_id").is_in(targets["item_id"].to_list()))
     short = compute_features(resolve(["user_topic"]), FeatureContext(targets, alone, ITEMS, {"topics": topics}, global_totals(LOG)))
     assert not short.equals(whole)
+
+
+def test_topic_totals_follow_events_taken_in_after_the_first_read() -> None:
+    """The live state's topic sums are made once, then kept up to date from each batch of
+    feedback: after every batch they equal a fresh state's."""
+    from features.behavioural import topic_totals
+    from features.state import LogState
+
+    topics = pl.DataFrame({"item_id": ["red1", "red2", "blue1", "blue2"], "topic": ["warm", "warm", "cold", "cold"]})
+    live = LogState.of(LOG.head(2), ITEMS)
+    assert topic_totals(live, topics) == {"warm": [1.0, 1.0], "cold": [0.0, 1.0]}
+    for start, length in ((2, 1), (3, 2), (5, 1)):  # feedback in three batches, one out of order
+        batch = LOG.slice(start, length)
+        live.add(batch.reverse())
+        fresh = LogState.of(LOG.head(start + length), ITEMS)
+        assert topic_totals(live, topics) == topic_totals(fresh, topics)
+    assert topic_totals(live, topics) == {"warm": [2.0, 3.0], "cold": [2.0, 3.0]}
