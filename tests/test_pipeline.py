@@ -212,12 +212,15 @@ def test_batch_scoring_resumes_from_finished_shards_and_matches_online_scorer(tm
 @pytest.mark.timeout(900)  # the whole default pipeline: two interest fits, blurbs, three rankers
 def test_default_config_runs_every_stage_end_to_end(tmp_path: Path) -> None:
     """`recsys train --data DIR` with the default experiment: interest model (pretrained MiniLM,
-    Ray Train), blurbs (SmolLM2), features, ranker; then `recsys score` on cold pairs."""
+    Ray Train), blurbs (SmolLM2), features, ranker; then `recsys score` on cold pairs. The blurb
+    features (off by default) are added, so the gate's ranker without them is built and weighed."""
+    from recsys.core.config import DEFAULT_FEATURES
     from serving.batch import score_file
 
     shop = colour_shop(tmp_path, users=24, days=10)
+    with_blurbs = [*DEFAULT_FEATURES[:-1], "blurb", DEFAULT_FEATURES[-1]]  # request_context reads the others: last
     cfg = load_config(None, ["interest.max_train_samples=64", "interest.max_valid_requests=50", "blurbs.steps=2",
-                             "blurbs.limit=6", "ranker.min_data_in_leaf=5"])
+                             "blurbs.limit=6", "ranker.min_data_in_leaf=5", f"features={with_blurbs!r}"])
     metrics = train(cfg, shop, tmp_path / "run", track=False, cache_dir=tmp_path / "cache")
     assert {"interest_alone", "ranker", "ranker_no_text", "ranker_no_blurbs", "popularity"} <= set(metrics["comparison"])
     no_blurbs = json.loads((tmp_path / "run" / "ranker_no_blurbs" / "result.json").read_text())["features"]

@@ -22,7 +22,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "default.
 BEHAVIOURAL_GROUPS = ["item_popularity", "user_activity", "user_affinity"]
 # experiments/default.toml lists the same groups (a config without `features` gets these)
 DEFAULT_FEATURES = ("item_popularity", "item_trend", "user_activity", "user_affinity", "user_topic", "collaborative",
-                    "interest", "blurb", "request_context")
+                    "interest", "request_context")
 
 
 @dataclass(frozen=True)
