@@ -410,10 +410,11 @@ def user_topic_at(ctx: MomentContext) -> MomentValues:
         per_topic[rows] = sums[wanted[rows]]
         clicks_user[rows] = user.clicks
     clicks_t, shown_t = per_topic.T
+    # everyone's [clicks, shown] per topic, by the same slots the rows already know
     every = topic_totals(ctx.state, ctx.artefacts["topics"])
-    sums = np.array([every.get(topic_of.get(item, UNKNOWN_CATEGORY), (0.0, 0.0)) for item in ctx.targets["item_id"].to_list()],
-                    dtype=np.float64).reshape(-1, 2)
-    topic_ctr = smoothed_rate(sums[:, 0], sums[:, 1], _prior_at(ctx))
+    by_slot = np.array([every.get(topic, (0.0, 0.0)) for topic in slot], dtype=np.float64).reshape(-1, 2)
+    clicks_every, shown_every = by_slot[wanted].T
+    topic_ctr = smoothed_rate(clicks_every, shown_every, _prior_at(ctx))
     return {
         "user_topic_clicks": clicks_t,
         "user_topic_share": (clicks_t + 1.0 / n_topics) / (clicks_user + 1.0),
