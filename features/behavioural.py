@@ -53,11 +53,12 @@ def _prior_at(ctx: MomentContext) -> np.ndarray:
     return np.divide(clicks, shown, out=np.zeros_like(clicks), where=shown > 0)
 
 
-def _days(since: np.ndarray, now: np.ndarray) -> pl.Series:
-    """Days from `since` (µs; NaN = none) to `now`, as polars computes them (null for none)."""
-    known = ~np.isnan(since)
-    delta = np.where(known, now - np.nan_to_num(since).astype(np.int64), 0)
-    return pl.Series(np.where(known, whole_seconds(delta) / 86_400.0, np.nan), nan_to_null=True)
+def _days(since: np.ndarray, now: np.ndarray) -> np.ma.MaskedArray:
+    """Days from `since` (µs; NaN = none) to `now`, as polars computes them; masked (null) for
+    none. Numpy throughout: a polars Series per call cost more than the arithmetic."""
+    unknown = np.isnan(since)
+    delta = now - np.where(unknown, 0.0, since).astype(np.int64)
+    return np.ma.masked_array(np.where(unknown, np.nan, whole_seconds(delta) / 86_400.0), mask=unknown)
 
 
 def _counts(log: pl.DataFrame) -> pl.DataFrame:
@@ -138,7 +139,7 @@ def item_popularity_at(ctx: MomentContext) -> MomentValues:
                      1.0 if first is None else 0.0)
     v = np.array([rows[key] for key in keys], dtype=np.float64).reshape(-1, 8)
     c_1d, c_7d, c_all, s_7d, s_all, last, since, new = v.T
-    age = _days(since, ctx.ts).fill_null(0.0)
+    age = np.ma.filled(_days(since, ctx.ts), 0.0)
     total_7d, _ = ctx.state.everything.counts_many(ctx.ts, ctx.ts - WEEK_US)
     return {
         "item_clicks_1d": c_1d,
@@ -149,7 +150,7 @@ def item_popularity_at(ctx: MomentContext) -> MomentValues:
         "item_ctr_all": smoothed_rate(c_all, s_all, prior),
         "item_click_share_7d": c_7d / np.maximum(total_7d, 1.0),
         "item_days_since_click": _days(last, ctx.ts),
-        "item_age_days": pl.Series(np.maximum(age.to_numpy(), 0.0)),
+        "item_age_days": np.maximum(age, 0.0),
         "item_is_new": new,
     }
 
@@ -328,8 +329,8 @@ def _short(window: timedelta) -> timedelta:
 @at_moment("item_trend")
 def item_trend_at(ctx: MomentContext) -> MomentValues:
     window = recent_window(ctx)
-    items, none = ctx.state.items, [0.0, 0.0, 0.0]
-    done: dict[tuple[str, int], list[float]] = {}  # batch scoring asks for an item many times at one moment
+    items, none = ctx.state.items, (0.0, 0.0, 0.0)
+    done: dict[tuple[str, int], tuple[float, ...]] = {}  # batch scoring asks for an item many times at one moment
     keys = list(zip(ctx.targets["item_id"].to_list(), ctx.ts.tolist()))
     for key in keys:
         if key not in done:

@@ -240,15 +240,36 @@ class MomentFeatures:
         return out.with_columns(columns)
 
 
+_NUMPY_INTS = ((pl.Int8, np.int8), (pl.Int16, np.int16), (pl.Int32, np.int32), (pl.Int64, np.int64),
+               (pl.UInt8, np.uint8), (pl.UInt16, np.uint16), (pl.UInt32, np.uint32), (pl.UInt64, np.uint64))
+
+
+def _numpy_int(dtype: pl.DataType) -> type | None:
+    """The numpy integer type of a polars integer dtype (None for any other dtype)."""
+    return next((numpy for polars, numpy in _NUMPY_INTS if dtype == polars), None)
+
+
 def _as_float64(values: np.ndarray | pl.Series, dtype: pl.DataType) -> tuple[np.ndarray, np.ndarray | None]:
     """A twin's values cast to the feature's dtype (as a polars cast does), then to float64:
     (values with NaN where null, the null mask or None)."""
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
-        # numpy rounds to nearest as polars' cast does; other dtypes (ints, bools) go through polars
+        # numpy rounds to nearest as polars' cast does; other dtypes go through polars (a Series
+        # per column costs more than the rest of a request's column work)
+        mask = np.ma.getmaskarray(values) if isinstance(values, np.ma.MaskedArray) else None
+        data = np.ma.getdata(values)
         if dtype == pl.Float32:
-            return values.astype(np.float32).astype(np.float64), None
-        if dtype == pl.Float64:
-            return values.astype(np.float64), None
+            out = data.astype(np.float32).astype(np.float64)
+        elif dtype == pl.Float64:
+            out = data.astype(np.float64)
+        elif data.dtype.kind in "iu" and (target := _numpy_int(dtype)) is not None and np.can_cast(data.dtype, target):
+            out = data.astype(np.float64)  # integers that fit the declared type: exact in float64 below 2**53
+        else:
+            out = None
+        if out is not None:
+            if mask is None or not mask.any():
+                return out, None
+            out[mask] = np.nan
+            return out, mask
     series = pl.Series(values).cast(dtype)
     nulls = series.is_null().to_numpy() if series.null_count() else None
     return series.cast(pl.Float64).to_numpy(), nulls

@@ -45,13 +45,20 @@ def whole_seconds(delta_us: np.ndarray) -> np.ndarray:
     return np.where(delta_us >= 0, delta_us // 1_000_000, -(-delta_us // 1_000_000))
 
 
+_FOREVER = 1 << 62  # µs: beyond any moment
+
+
 class Trail:
     """Every event of one key (an item, or the whole log) by distinct moment: `ts` sorted (µs),
     `cum_clicks` / `cum_shown` the clicks and impressions through each moment (len(ts) + 1
     entries; the first holds the events folded away). array.array, not numpy: grown in place,
-    and a scalar bisect on it costs far less than np.searchsorted's per-call overhead."""
+    and a scalar bisect on it costs far less than np.searchsorted's per-call overhead.
 
-    __slots__ = ("ts", "cum_clicks", "cum_shown", "first", "folded_before")
+    Reads at a moment are memoized with the span of moments over which they hold (no event
+    enters or leaves any of their windows there), until the trail changes: a request reads an
+    item's trail at "now", and "now" moves far less often than requests come."""
+
+    __slots__ = ("ts", "cum_clicks", "cum_shown", "first", "folded_before", "_memo")
 
     def __init__(self) -> None:
         self.ts = array("q")
@@ -59,6 +66,8 @@ class Trail:
         self.cum_shown = array("d", [0.0])
         self.first: int | None = None  # the earliest event's moment, folded or not
         self.folded_before: int | None = None  # events before this moment are only in the totals
+        # (read, spans) -> (lo, hi, values): the values of that read at any moment in (lo, hi]
+        self._memo: dict[tuple, tuple[int, int, Any]] = {}
 
     @staticmethod
     def of(ts: np.ndarray, clicked: np.ndarray) -> Trail:
@@ -77,6 +86,7 @@ class Trail:
         """Take in events (µs; 1.0 a click, 0.0 not) in any order."""
         if len(ts) == 0:
             return
+        self._memo.clear()
         if len(ts) == 1:  # the usual case per item and feedback call
             t, c = int(ts[0]), float(clicked[0])
             self.first = t if self.first is None or t < self.first else self.first
@@ -126,6 +136,7 @@ class Trail:
     def fold(self, before: int) -> None:
         """Keep the events before `before` only in the totals: counts over all time stay, a
         window may no longer start before `before`."""
+        self._memo.clear()
         k = bisect.bisect_left(self.ts, before)
         if k:
             del self.ts[:k]
@@ -147,22 +158,55 @@ class Trail:
         start = bisect.bisect_left(self.ts, since)
         return self.cum_clicks[end] - self.cum_clicks[start], self.cum_shown[end] - self.cum_shown[start]
 
+    def _positions(self, before: int, spans: tuple[int, ...]) -> tuple[list[int], int, int]:
+        """Where each window start `before - span` falls in `ts` (bisect_left), and the moments
+        (lo, hi] over which every position stays the same."""
+        ts, n = self.ts, len(self.ts)
+        lo, hi = -_FOREVER, _FOREVER
+        if self.folded_before is not None:  # a window may not reach before the fold (see _window)
+            lo = self.folded_before + max(spans) - 1
+        out = []
+        for span in spans:
+            k = bisect.bisect_left(ts, before - span)
+            out.append(k)
+            if k:
+                lo = max(lo, ts[k - 1] + span)
+            if k < n:
+                hi = min(hi, ts[k] + span)
+        return out, lo, hi
+
     def popularity(self, before: int, day: int, week: int) -> tuple[float, float, float, float, float, int | None]:
         """(clicks since `day`, clicks since `week`, clicks ever, impressions since `week`,
         impressions ever, the first event's time if before `before`), all before `before`."""
-        ts, cc, cs = self.ts, self.cum_clicks, self.cum_shown
+        key = ("popularity", before - day, before - week)
+        memo = self._memo.get(key)
+        if memo is not None and memo[0] < before <= memo[1]:
+            return memo[2]  # type: ignore[no-any-return]
         self._window(min(day, week))
-        end = bisect.bisect_left(ts, before)
-        d, w = bisect.bisect_left(ts, day), bisect.bisect_left(ts, week)
-        first = self.first if self.first is not None and self.first < before else None
-        return cc[end] - cc[d], cc[end] - cc[w], cc[end], cs[end] - cs[w], cs[end], first
+        (end, d, w), lo, hi = self._positions(before, (0, key[1], key[2]))
+        cc, cs = self.cum_clicks, self.cum_shown
+        first = None
+        if self.first is not None:
+            if self.first < before:
+                first, lo = self.first, max(lo, self.first)
+            else:
+                hi = min(hi, self.first)
+        values = (cc[end] - cc[d], cc[end] - cc[w], cc[end], cs[end] - cs[w], cs[end], first)
+        self._memo[key] = (lo, hi, values)
+        return values
 
-    def clicks_since(self, before: int, sinces: tuple[int, ...]) -> list[float]:
+    def clicks_since(self, before: int, sinces: tuple[int, ...]) -> tuple[float, ...]:
         """Clicks of events with ts in [since, before), for each of `sinces`."""
-        ts, cc = self.ts, self.cum_clicks
+        key = ("clicks_since", *(before - since for since in sinces))
+        memo = self._memo.get(key)
+        if memo is not None and memo[0] < before <= memo[1]:
+            return memo[2]  # type: ignore[no-any-return]
         self._window(min(sinces))
-        end = cc[bisect.bisect_left(ts, before)]
-        return [end - cc[bisect.bisect_left(ts, since)] for since in sinces]
+        (end, *starts), lo, hi = self._positions(before, (0, *key[1:]))
+        cc = self.cum_clicks
+        values = tuple(cc[end] - cc[k] for k in starts)
+        self._memo[key] = (lo, hi, values)
+        return values
 
     def counts_many(self, before: np.ndarray, since: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """`counts` for arrays of moments at once."""

@@ -18,6 +18,7 @@ nothing.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -168,6 +169,7 @@ def _plural(word: str) -> str:
     return word + "s"
 
 
+@functools.lru_cache(maxsize=4096)  # a catalog has few categories; a request asks for each often
 def category_phrase(category: str | None) -> str | None:
     """How a reason names a category: a plain plural ("T-shirts", "water bottles", "mugs"), or
     "items like this" when the name is not a simple lower-case noun (a code, a genre in title
@@ -209,17 +211,20 @@ def reasons(features: Sequence[str], values: np.ndarray, contributions: np.ndarr
     `known_users` / `known_items`: per row, whether the log knows the user and the catalog the item."""
     out: list[str | None] = []
     features = list(features)
-    for n, (vals, row) in enumerate(zip(values, contributions)):
-        numbers: dict[str, float | None] = {name: _number(column[n]) for name, column in (evidence or {}).items()}
-        numbers.update({name: _number(v) for name, v in zip(features, vals)})
+    phrased = [(j, name, *PHRASES[name]) for j, name in enumerate(features) if name in PHRASES]  # the rest say nothing
+    pushes = np.asarray(contributions, dtype=np.float64)[:, :len(features)].tolist()
+    rows = _rows(values, len(features))
+    columns = {name: _numbers(column) for name, column in (evidence or {}).items()}
+    for n, (vals, row) in enumerate(zip(rows, pushes)):
+        numbers: dict[str, float | None] = {name: column[n] for name, column in columns.items()}
+        numbers.update(zip(features, vals))
         facts = Row(numbers, categories[n] if n < len(categories) else None,
                     None if known_users is None else bool(known_users[n]),
                     None if known_items is None else bool(known_items[n]))
         by_phrase: dict[str, float] = {}
-        for name, push in zip(features, row[:-1]):
-            phrase, holds = PHRASES.get(name, (None, None))
-            value, push = numbers.get(name), _number(push)
-            if phrase and holds and push is not None and push > 0 and value is not None and holds(value, facts):
+        for j, name, phrase, holds in phrased:
+            push, value = row[j], numbers[name]
+            if push > 0 and value is not None and holds(value, facts):  # NaN > 0 is False
                 by_phrase[phrase] = by_phrase.get(phrase, 0.0) + push
         total = sum(by_phrase.values())
         ranked = sorted(by_phrase.items(), key=lambda kv: -kv[1])
@@ -228,6 +233,21 @@ def reasons(features: Sequence[str], values: np.ndarray, contributions: np.ndarr
         text = "; ".join(p.format(category=named) for p in chosen)
         out.append(text[:1].upper() + text[1:] if text else None)
     return out
+
+
+def _numbers(column: Sequence[object]) -> list[float | None]:
+    """`_number` of each value; a float array in one conversion (the per-value path cost ~1 ms a request)."""
+    if isinstance(column, np.ndarray) and column.dtype.kind in "fiub":
+        return [None if v != v else v for v in column.astype(np.float64).tolist()]  # v != v: NaN
+    return [_number(v) for v in column]
+
+
+def _rows(values: np.ndarray | Sequence[Sequence[object]], width: int) -> list[list[float | None]]:
+    """The feature matrix's rows as `_number`s."""
+    matrix = np.asarray(values)
+    if matrix.dtype.kind in "fiub":
+        return [[None if v != v else v for v in row] for row in matrix.astype(np.float64).reshape(-1, width).tolist()]
+    return [[_number(v) for v in row] for row in matrix.reshape(-1, width).tolist()]
 
 
 def top_features(features: list[str], values: np.ndarray, contributions: np.ndarray,
