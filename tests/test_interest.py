@@ -425,3 +425,26 @@ def test_text_prior_scores_as_training_ranks_and_without_it_scores_are_cosines(t
     (tmp_path / "model" / CONFIG_FILE).write_text(json.dumps(saved))
     old = InterestScorer(tmp_path / "model", ids, vectors, np.zeros(model.dim, np.float32))
     assert np.allclose(old.score(histories, cands), (users * v).sum(-1).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["attention", "mean"])
+def test_the_numpy_user_tower_scoring_uses_equals_the_torch_one_it_was_trained_as(pooling: str) -> None:
+    import torch
+
+    from models.interest.model import NumpyUserTower, UserTower
+
+    torch.manual_seed(0)
+    tower = UserTower(16, pooling).eval()
+    if tower.pool is not None:  # a trained query: the untrained zero query would pool by the mean
+        torch.nn.init.normal_(tower.pool.query)
+    vecs = torch.randn(5, 4, 16)
+    mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1], [1, 0, 1, 0], [0, 1, 1, 1]], dtype=torch.bool)
+    with torch.no_grad():
+        expected = tower(vecs, mask).numpy()
+    got = NumpyUserTower(tower)(vecs.numpy(), mask.numpy())
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6)
+    # a masked position changes nothing, whatever it holds
+    shuffled = vecs.numpy().copy()
+    shuffled[~mask.numpy()] = 123.0
+    np.testing.assert_allclose(NumpyUserTower(tower)(shuffled, mask.numpy()), got, rtol=0, atol=2e-6)

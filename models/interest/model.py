@@ -18,6 +18,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -85,6 +86,29 @@ class UserTower(nn.Module):
         prefix = "user_tower."
         tower.load_state_dict({k[len(prefix):]: v for k, v in head.items() if k.startswith(prefix)})
         return tower.eval()
+
+
+class NumpyUserTower:
+    """`UserTower.forward` in numpy float32, for scoring: one user at a time (serving computes
+    each user alone) costs ~0.05 ms here against ~0.5 ms of torch's per-op dispatch. Equal to
+    the torch tower within float32 rounding (tests/test_interest.py)."""
+
+    def __init__(self, tower: UserTower) -> None:
+        pool = tower.pool
+        self.attention = None if pool is None else (
+            pool.proj.weight.detach().numpy().T.copy(), pool.proj.bias.detach().numpy().copy(), pool.query.detach().numpy().copy())
+
+    def __call__(self, hist_vecs: np.ndarray, hist_mask: np.ndarray) -> np.ndarray:
+        vecs, mask = np.asarray(hist_vecs, np.float32), np.asarray(hist_mask, bool)
+        if self.attention is not None:
+            weight, bias, query = self.attention
+            logits = np.where(mask, np.tanh(vecs @ weight + bias) @ query, np.float32(-1e4))
+            logits = np.exp(logits - logits.max(axis=1, keepdims=True))
+            weights = logits / logits.sum(axis=1, keepdims=True) * mask
+        else:
+            weights = mask.astype(np.float32)
+        pooled = (weights[..., None] * vecs).sum(axis=1) / np.maximum(weights.sum(axis=1, keepdims=True), np.float32(1e-9))
+        return (pooled / np.maximum(np.linalg.norm(pooled, axis=-1, keepdims=True), np.float32(1e-12))).astype(np.float32)
 
 
 class InterestModel(nn.Module):

@@ -21,7 +21,7 @@ import torch
 from features.vectors import paired_scores
 from models.interest.config import InterestConfig
 from models.interest.embed import EMBEDDINGS_FILE, read_embeddings
-from models.interest.model import CONFIG_FILE, HEAD_FILE, InterestModel, UserTower, encode_texts
+from models.interest.model import CONFIG_FILE, HEAD_FILE, InterestModel, NumpyUserTower, UserTower, encode_texts
 from models.interest.train import MODEL_DIR, UNKNOWN_USER_FILE
 
 
@@ -39,7 +39,7 @@ class InterestScorer:
         self.quantize = quantize
         self._model: InterestModel | None = None
         self._tokenizer = None
-        self._pool: UserTower | None = None
+        self._pool: NumpyUserTower | None = None
         self._offset: np.ndarray | None = None
 
     @property
@@ -109,9 +109,7 @@ class InterestScorer:
         out = np.tile(self.unknown_user, (len(histories), 1))
         has = mask.any(1)
         if has.any():
-            vecs = torch.from_numpy(self.vectors[np.maximum(rows[has], 0)])
-            with torch.no_grad():
-                out[has] = self._pool_head()(vecs, torch.from_numpy(mask[has])).numpy()
+            out[has] = self._tower()(self.vectors[np.maximum(rows[has], 0)], mask[has])
         return out + self._prior_offset()
 
     def score(self, histories: list[list[str]], item_ids: list[str]) -> np.ndarray:
@@ -124,11 +122,11 @@ class InterestScorer:
         users = self.user_vectors([list(k) for k in distinct])
         return paired_scores(users, which, self.item_vectors, item_ids)
 
-    def _pool_head(self) -> UserTower:
+    def _tower(self) -> NumpyUserTower:
         """The user tower alone (pooling weights from head.pt), without loading the encoder."""
         if self._pool is None:
             head = torch.load(self.model_dir / HEAD_FILE, weights_only=True)
-            self._pool = UserTower.from_head(head, self.dim, self.cfg.pooling)
+            self._pool = NumpyUserTower(UserTower.from_head(head, self.dim, self.cfg.pooling))
         return self._pool
 
     def _prior_offset(self) -> np.ndarray:
