@@ -99,7 +99,8 @@ class RoutedRanker:
 
     def route_of(self, values: np.ndarray) -> np.ndarray:
         """Per row: True = the catalog route."""
-        return np.nan_to_num(values[:, self.features.index(ROUTE_FEATURE)], nan=0.0) >= self.threshold
+        column = values[:, self.features.index(ROUTE_FEATURE)]
+        return np.where(np.isnan(column), 0.0, column) >= self.threshold  # missing counts as 0
 
     def _routed(self, values: np.ndarray) -> list[tuple[str, np.ndarray]]:
         """(route, its rows' mask) for each route that has rows."""

@@ -464,14 +464,17 @@ def bench_serve_cmd(
     batch: Annotated[bool, typer.Option(help="Start the service with @serve.batch (see recsys serve --batch).")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON.")] = None,
     profile: Annotated[bool, typer.Option(help="Also print where an in-process request's time goes (p50/p99 per stage).")] = False,
+    floor: Annotated[bool, typer.Option(help="Also measure the levels against a Serve app of the same shape that returns a fixed "
+                                               "response (Ray Serve's and FastAPI's own cost, no ranking).")] = False,
 ) -> None:
     """p50/p95/p99 and requests/s of /v1/rank at concurrency 1, 8, 32, next to the in-process floor."""
     import tempfile
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     import torch
 
     from recsys.core.logs import quiet
+    from serving.api_models import RankRequest
     from serving.bench import http_levels, in_process, make_requests
     from serving.deploy import ServerOptions, start, stop
     from serving.service import RankingService, ServeSettings
@@ -493,13 +496,21 @@ def bench_serve_cmd(
 
             stages = stage_profile(local, bodies)
         started = url is None
+        options = ServerOptions(port=port, replicas=replicas, access_log=False, batch=batch)
         if started:
-            url = start(settings, ServerOptions(port=port, replicas=replicas, access_log=False, batch=batch))
+            url = start(settings, options)
         try:
             results += http_levels(url, bodies, levels)  # type: ignore[arg-type]
-        finally:
             if started:
                 stop()
+            if floor:  # the same levels, nothing ranked: a real response's bytes, fixed
+                from serving.bench import start_floor, stop_floor
+
+                response = local.rank(RankRequest(**bodies[0])).model_dump_json().encode()
+                floor_url = start_floor(response, options if started else ServerOptions(port=port, replicas=replicas, access_log=False))
+                results += [replace(r, mode="http floor") for r in http_levels(floor_url, bodies, levels)]
+                stop_floor()
+        finally:
             _shutdown_ray()
     view = Table(title=f"/v1/rank, {candidates} candidates, {requests} requests per level ({model})", show_edge=False)
     for col in ("mode", "concurrency", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "req/s"):

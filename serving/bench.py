@@ -1,5 +1,7 @@
 """`recsys bench serve`: /v1/rank latency over HTTP at several concurrencies, next to the
-in-process floor (the same RankingService called directly), so the serving overhead shows.
+in-process floor (the same RankingService called directly) and, with --floor, the same levels
+against a Serve app that only returns a fixed response (`start_floor`), so the serving overhead
+shows and what of it is Ray Serve's own.
 
 Requests are made up from the run itself: active and unknown users, candidates drawn from the
 catalog with a fixed seed. Traffic goes to 127.0.0.1 only unless --url says otherwise.
@@ -13,6 +15,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -157,3 +160,44 @@ def print_profile(results: list[StageResult], title: str) -> None:
     for r in results:
         name = "  " * r.stage.count("/") + r.stage.rsplit("/", 1)[-1]
         print(f"{name:<34}{r.calls:>6}{r.p50_ms:>9.3f}{r.p99_ms:>9.3f}{r.mean_ms:>9.3f}")
+
+
+FLOOR_APP = "recsys-floor"
+
+
+def start_floor(response: bytes, options: Any) -> str:
+    """A Ray Serve app shaped like the service (`serving.deploy.start`: the same replicas, CPUs,
+    port and environment, a FastAPI ingress whose sync /v1/rank parses the JSON body) that answers
+    every call with one fixed response body: what Serve and FastAPI cost with no ranking at all.
+    `http` minus `http floor` at a concurrency is the ranking's own share over HTTP. It answers
+    under /floor, so it can run beside the service; returns its base URL; `stop_floor` removes it."""
+    from fastapi import FastAPI
+    from fastapi.responses import Response
+    from ray import serve
+
+    from recsys.core.raytools import ensure_ray
+    from serving.deploy import REPLICA_ENV
+
+    app = FastAPI()
+
+    @app.post("/v1/rank")
+    def rank(body: dict) -> Response:
+        return Response(response, media_type="application/json")
+
+    @serve.deployment(name="floor", max_ongoing_requests=32)
+    @serve.ingress(app)
+    class Floor:
+        pass
+
+    ensure_ray(None)
+    serve.start(http_options={"host": options.host, "port": options.port})
+    serve.run(Floor.options(num_replicas=options.replicas, ray_actor_options={
+        "num_cpus": options.replica_cpus, "runtime_env": {"env_vars": REPLICA_ENV}},
+        logging_config={"enable_access_log": options.access_log}).bind(), name=FLOOR_APP, route_prefix="/floor")
+    return f"http://{options.host}:{options.port}/floor"
+
+
+def stop_floor() -> None:
+    from ray import serve
+
+    serve.delete(FLOOR_APP)

@@ -336,6 +336,28 @@ def test_ray_serve_app_over_http_two_replicas_share_feedback(server: str) -> Non
         assert bad.status_code == 422 and "item_ids.1" in bad.json()["message"]
 
 
+def test_bench_floor_is_serve_alone_answering_a_fixed_response_beside_the_service(server: str) -> None:
+    from urllib.parse import urlsplit
+
+    from serving.bench import http_levels, start_floor, stop_floor
+    from serving.deploy import ServerOptions
+
+    body = {"user_id": "walk-in", "item_ids": ["red1", "blue4"]}
+    fixed = b'{"items": []}'
+    floor = start_floor(fixed, ServerOptions(port=urlsplit(server).port or 80, replicas=1, replica_cpus=0, access_log=False))
+    try:
+        import httpx
+
+        with httpx.Client(timeout=30) as http:
+            answer = http.post(f"{floor}/v1/rank", json=body)
+            assert answer.status_code == 200 and answer.content == fixed
+            assert http.post(f"{server}/v1/rank", json=body).json()["items"]  # the service still ranks beside it
+        [level] = http_levels(floor, [body] * 20, [2])
+        assert level.requests == 20 and level.errors == 0 and level.p50_ms > 0
+    finally:
+        stop_floor()
+
+
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
