@@ -62,21 +62,28 @@ def request_context(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _rank_average(values: np.ndarray, request: np.ndarray) -> np.ndarray:
     """Per row, its value's 1-based rank within its request, ties sharing the average of their
-    ranks (polars' `rank("average")`), as float64."""
-    n = len(values)
+    ranks (polars' `rank("average")`), as float64. `values` (n,) or (n, k): k columns ranked at
+    once (one sort for all of them; a request ranks seven)."""
+    matrix = np.asarray(values, dtype=np.float64)
+    v2 = matrix.reshape(len(matrix), -1)
+    n, k = v2.shape
     if n == 0:
-        return np.zeros(0)
-    order = np.lexsort((values, request))  # by request, then value
-    v, r = values[order], request[order]
-    new_run = np.ones(n, dtype=bool)  # a run of equal values in one request
+        return np.zeros(matrix.shape)
+    order = np.lexsort((v2, np.broadcast_to(request[:, None], (n, k))), axis=0)  # by request, then value
+    v, r = np.take_along_axis(v2, order, 0), request[order]
+    new_run = np.ones((n, k), dtype=bool)  # a run of equal values in one request
     new_run[1:] = (r[1:] != r[:-1]) | (v[1:] != v[:-1])
-    request_start = np.flatnonzero(np.append(True, r[1:] != r[:-1]))
+    by_request = np.sort(request, kind="stable")  # every column's rows sort to the same request blocks
+    request_start = np.flatnonzero(np.append(True, by_request[1:] != by_request[:-1]))
     position = np.arange(n) - np.repeat(request_start, np.diff(np.append(request_start, n))) + 1
-    starts = np.flatnonzero(new_run)
-    ends = np.append(starts[1:] - 1, n - 1)  # runs never span two requests
-    ranks = np.empty(n, dtype=np.float64)
-    ranks[order] = ((position[starts] + position[ends]) / 2.0)[np.cumsum(new_run) - 1]
-    return ranks
+    at = np.arange(n)[:, None]
+    first = np.maximum.accumulate(np.where(new_run, at, 0), axis=0)  # the run's first row, in sorted order
+    ends = np.ones((n, k), dtype=bool)
+    ends[:-1] = new_run[1:]
+    last = np.minimum.accumulate(np.where(ends, at, n)[::-1], axis=0)[::-1]  # runs never span two requests
+    ranks = np.empty((n, k), dtype=np.float64)
+    np.put_along_axis(ranks, order, (position[first] + position[last]) / 2.0, 0)
+    return ranks.reshape(matrix.shape)
 
 
 @derived_values("request_context")
@@ -102,11 +109,12 @@ def request_context_values(cols: Columns) -> MomentValues:
         out["request_new_share"] = share[request]
     else:
         out["request_new_share"] = pl.Series([None] * n, dtype=pl.Float64)
-    for name, column in RANKED.items():
-        if column in cols.values:
-            out[name] = _rank_average(filled(column), request) / size
-        else:
-            out[name] = pl.Series([None] * n, dtype=pl.Float64)
+    present = {name: column for name, column in RANKED.items() if column in cols.values}
+    if present:
+        ranks = _rank_average(np.column_stack([filled(column) for column in present.values()]), request) / size[:, None]
+        out.update({name: ranks[:, j] for j, name in enumerate(present)})
+    for name in RANKED.keys() - present.keys():
+        out[name] = pl.Series([None] * n, dtype=pl.Float64)
     if "interest_score" in cols.values:
         # in the column's own float32, as polars subtracts two Float32 columns
         score = cols.values["interest_score"].astype(np.float32)

@@ -223,3 +223,16 @@ def test_a_trails_memoized_reads_equal_fresh_reads_at_any_moment_after_adds_and_
     reads(sparse, 12_500)  # its windows start after the fold: fine
     with pytest.raises(AssertionError, match="folded"):  # a memo never answers for a window the fold cut off
         reads(sparse, 11_400)  # its week starts at 4,400: folded away
+
+
+def test_ranks_within_requests_of_several_columns_at_once_equal_polars_average_rank_per_column() -> None:
+    from features.context import _rank_average
+
+    rng = np.random.default_rng(5)
+    request = rng.integers(0, 4, 80)
+    values = rng.integers(0, 6, (80, 5)).astype(np.float64)  # many ties, inside and across requests
+    ranks = _rank_average(values, request)
+    for j in range(values.shape[1]):
+        expected = pl.DataFrame({"v": values[:, j], "r": request}).select(pl.col("v").rank("average").over("r"))["v"]
+        assert np.array_equal(ranks[:, j], expected.to_numpy())
+        assert np.array_equal(_rank_average(values[:, j], request), ranks[:, j])
