@@ -65,10 +65,10 @@ def _rank_average(values: np.ndarray, request: np.ndarray) -> np.ndarray:
     ranks (polars' `rank("average")`), as float64. `values` (n,) or (n, k): k columns ranked at
     once (one sort for all of them; a request ranks seven)."""
     matrix = np.asarray(values, dtype=np.float64)
+    if len(matrix) == 0:
+        return np.zeros(matrix.shape)
     v2 = matrix.reshape(len(matrix), -1)
     n, k = v2.shape
-    if n == 0:
-        return np.zeros(matrix.shape)
     order = np.lexsort((v2, np.broadcast_to(request[:, None], (n, k))), axis=0)  # by request, then value
     v, r = np.take_along_axis(v2, order, 0), request[order]
     new_run = np.ones((n, k), dtype=bool)  # a run of equal values in one request

@@ -479,6 +479,9 @@ def bench_serve_cmd(
     from serving.deploy import ServerOptions, start, stop
     from serving.service import RankingService, ServeSettings
 
+    if floor and url:
+        raise typer.BadParameter("--floor starts its own Serve app here to compare with; use it without --url",
+                                 param_hint="--floor")
     torch.set_num_threads(1)  # as in a replica (serving/deploy.py)
     levels = concurrency or [1, 8, 32]
     state = Path(tempfile.mkdtemp(prefix="recsys-bench-"))
@@ -497,19 +500,23 @@ def bench_serve_cmd(
             stages = stage_profile(local, bodies)
         started = url is None
         options = ServerOptions(port=port, replicas=replicas, access_log=False, batch=batch)
-        if started:
-            url = start(settings, options)
         try:
-            results += http_levels(url, bodies, levels)  # type: ignore[arg-type]
             if started:
-                stop()
+                url = start(settings, options)
+            try:
+                results += http_levels(url, bodies, levels)  # type: ignore[arg-type]
+            finally:
+                if started:
+                    stop()
             if floor:  # the same levels, nothing ranked: a real response's bytes, fixed
                 from serving.bench import start_floor, stop_floor
 
                 response = local.rank(RankRequest(**bodies[0])).model_dump_json().encode()
-                floor_url = start_floor(response, options if started else ServerOptions(port=port, replicas=replicas, access_log=False))
-                results += [replace(r, mode="http floor") for r in http_levels(floor_url, bodies, levels)]
-                stop_floor()
+                floor_url = start_floor(response, options)
+                try:
+                    results += [replace(r, mode="http floor") for r in http_levels(floor_url, bodies, levels)]
+                finally:
+                    stop_floor()
         finally:
             _shutdown_ray()
     view = Table(title=f"/v1/rank, {candidates} candidates, {requests} requests per level ({model})", show_edge=False)

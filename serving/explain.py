@@ -169,8 +169,15 @@ def _plural(word: str) -> str:
     return word + "s"
 
 
-@functools.lru_cache(maxsize=4096)  # a catalog has few categories; a request asks for each often
 def category_phrase(category: str | None) -> str | None:
+    """`_category_phrase`, remembered per category (a catalog has few; a request asks for each often)."""
+    try:
+        return _remembered_phrase(category)
+    except TypeError:  # not hashable: said afresh
+        return _category_phrase(category)
+
+
+def _category_phrase(category: str | None) -> str | None:
     """How a reason names a category: a plain plural ("T-shirts", "water bottles", "mugs"), or
     "items like this" when the name is not a simple lower-case noun (a code, a genre in title
     case, "Home & Kitchen", a mass noun); None when there is no category to speak of."""
@@ -190,6 +197,9 @@ def category_phrase(category: str | None) -> str | None:
     if not stem.endswith("s") or stem.endswith("ss"):  # "headphones", "electronics": already plural; "glass" is not
         last = last[: len(last) - len(stem)] + _plural(stem)
     return f"{head} {last}".strip()
+
+
+_remembered_phrase = functools.lru_cache(maxsize=4096)(_category_phrase)
 
 
 def _number(v: object) -> float | None:
@@ -213,7 +223,7 @@ def reasons(features: Sequence[str], values: np.ndarray, contributions: np.ndarr
     features = list(features)
     phrased = [(j, name, *PHRASES[name]) for j, name in enumerate(features) if name in PHRASES]  # the rest say nothing
     pushes = np.asarray(contributions, dtype=np.float64)[:, :len(features)].tolist()
-    rows = _rows(values, len(features))
+    rows = _rows(values)
     columns = {name: _numbers(column) for name, column in (evidence or {}).items()}
     for n, (vals, row) in enumerate(zip(rows, pushes)):
         numbers: dict[str, float | None] = {name: column[n] for name, column in columns.items()}
@@ -242,12 +252,12 @@ def _numbers(column: Sequence[object]) -> list[float | None]:
     return [_number(v) for v in column]
 
 
-def _rows(values: np.ndarray | Sequence[Sequence[object]], width: int) -> list[list[float | None]]:
+def _rows(values: np.ndarray | Sequence[Sequence[object]]) -> list[list[float | None]]:
     """The feature matrix's rows as `_number`s."""
     matrix = np.asarray(values)
     if matrix.dtype.kind in "fiub":
-        return [[None if v != v else v for v in row] for row in matrix.astype(np.float64).reshape(-1, width).tolist()]
-    return [[_number(v) for v in row] for row in matrix.reshape(-1, width).tolist()]
+        return [[None if v != v else v for v in row] for row in matrix.astype(np.float64).tolist()]
+    return [[_number(v) for v in row] for row in matrix.tolist()]
 
 
 def top_features(features: list[str], values: np.ndarray, contributions: np.ndarray,
