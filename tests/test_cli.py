@@ -71,6 +71,7 @@ def test_serve_and_online_report_refuse_bad_references_in_one_line(tmp_path: Pat
         (("serve", "--model", "models:/nope"), "expected models:/NAME@ALIAS"),
         (("serve", "--model", "models:/nope@champion"), "names no existing store"),  # the test's store is not made yet
         (("experiments", "online", "--state-dir", tmp_path), "feedback.jsonl not found"),
+        (("bench", "serve", "--model", tmp_path, "--url", "http://127.0.0.1:9", "--floor"), "without --url"),
     ]:
         done = recsys(*args)
         assert done.returncode == 2, (args, done.stderr)

@@ -236,3 +236,4 @@ def test_ranks_within_requests_of_several_columns_at_once_equal_polars_average_r
         expected = pl.DataFrame({"v": values[:, j], "r": request}).select(pl.col("v").rank("average").over("r"))["v"]
         assert np.array_equal(ranks[:, j], expected.to_numpy())
         assert np.array_equal(_rank_average(values[:, j], request), ranks[:, j])
+    assert _rank_average(np.zeros((0, 5)), np.zeros(0, np.int64)).shape == (0, 5)  # no rows: no ranks, no error
