@@ -15,12 +15,15 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from serving.api_models import RankRequest
 from serving.service import RankingService
+
+if TYPE_CHECKING:
+    from serving.deploy import ServerOptions
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,7 @@ def print_profile(results: list[StageResult], title: str) -> None:
 FLOOR_APP = "recsys-floor"
 
 
-def start_floor(response: bytes, options: Any) -> str:
+def start_floor(response: bytes, options: ServerOptions) -> str:
     """A Ray Serve app shaped like the service (`serving.deploy.start`: the same replicas, CPUs,
     port and environment, a FastAPI ingress whose sync /v1/rank parses the JSON body) that answers
     every call with one fixed response body: what Serve and FastAPI cost with no ranking at all.

@@ -223,7 +223,7 @@ def reasons(features: Sequence[str], values: np.ndarray, contributions: np.ndarr
     features = list(features)
     phrased = [(j, name, *PHRASES[name]) for j, name in enumerate(features) if name in PHRASES]  # the rest say nothing
     pushes = np.asarray(contributions, dtype=np.float64)[:, :len(features)].tolist()
-    rows = _rows(values)
+    rows = [_numbers(row) for row in np.asarray(values)]
     columns = {name: _numbers(column) for name, column in (evidence or {}).items()}
     for n, (vals, row) in enumerate(zip(rows, pushes)):
         numbers: dict[str, float | None] = {name: column[n] for name, column in columns.items()}
@@ -233,7 +233,7 @@ def reasons(features: Sequence[str], values: np.ndarray, contributions: np.ndarr
                     None if known_items is None else bool(known_items[n]))
         by_phrase: dict[str, float] = {}
         for j, name, phrase, holds in phrased:
-            push, value = row[j], numbers[name]
+            push, value = row[j], numbers.get(name)
             if push > 0 and value is not None and holds(value, facts):  # NaN > 0 is False
                 by_phrase[phrase] = by_phrase.get(phrase, 0.0) + push
         total = sum(by_phrase.values())
@@ -250,14 +250,6 @@ def _numbers(column: Sequence[object]) -> list[float | None]:
     if isinstance(column, np.ndarray) and column.dtype.kind in "fiub":
         return [None if v != v else v for v in column.astype(np.float64).tolist()]  # v != v: NaN
     return [_number(v) for v in column]
-
-
-def _rows(values: np.ndarray | Sequence[Sequence[object]]) -> list[list[float | None]]:
-    """The feature matrix's rows as `_number`s."""
-    matrix = np.asarray(values)
-    if matrix.dtype.kind in "fiub":
-        return [[None if v != v else v for v in row] for row in matrix.astype(np.float64).tolist()]
-    return [[_number(v) for v in row] for row in matrix.tolist()]
 
 
 def top_features(features: list[str], values: np.ndarray, contributions: np.ndarray,

@@ -125,17 +125,22 @@ class InterestScorer:
     def _tower(self) -> NumpyUserTower:
         """The user tower alone (pooling weights from head.pt), without loading the encoder."""
         if self._pool is None:
-            head = torch.load(self.model_dir / HEAD_FILE, weights_only=True)
-            self._pool = NumpyUserTower(UserTower.from_head(head, self.dim, self.cfg.pooling))
+            self._load_head()
+        assert self._pool is not None
         return self._pool
 
     def _prior_offset(self) -> np.ndarray:
-        """(d,) the text prior as an offset of every user vector (`InterestModel.user_offset`),
-        read from head.pt without loading the encoder; zeros without a prior."""
+        """(d,) the text prior as an offset of every user vector (`InterestModel.user_offset`);
+        zeros without a prior."""
         if self._offset is None:
-            offset = np.zeros(self.dim, np.float32)
-            if self.cfg.item_prior:
-                head = torch.load(self.model_dir / HEAD_FILE, weights_only=True)
-                offset = (head["item_prior.weight"][0] / head["log_scale"].exp()).numpy().astype(np.float32)
-            self._offset = offset
+            self._load_head()
+        assert self._offset is not None
         return self._offset
+
+    def _load_head(self) -> None:
+        """The user tower and the text prior's offset from head.pt (one read, no encoder)."""
+        head = torch.load(self.model_dir / HEAD_FILE, weights_only=True)
+        self._pool = NumpyUserTower(UserTower.from_head(head, self.dim, self.cfg.pooling))
+        self._offset = np.zeros(self.dim, np.float32)
+        if self.cfg.item_prior:
+            self._offset = (head["item_prior.weight"][0] / head["log_scale"].exp()).numpy().astype(np.float32)
