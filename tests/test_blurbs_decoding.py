@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from models.blurbs.decoding import decode_pruned
+from models.blurbs.decoding import MIN_SHARED_PREFIX, decode_pruned, shared_prefix_length
 from models.blurbs.sampling import TopKSampling
 
 VOCAB, PAD, STOP = 64, 0, 1
@@ -99,6 +99,64 @@ def test_pruned_decoding_needs_the_processors_row_state(model: Any) -> None:
         right = decode_pruned(model, ids, mask, 10, [EndAfter(ends, ids.shape[1])], [STOP])
         wrong = decode_pruned(model, ids, mask, 10, [Unselected(ends, ids.shape[1])], [STOP])
     assert [len(r) for r in right] == ends and [len(r) for r in wrong] != ends
+
+
+class Scores:
+    """Records the logits of every step (a processor that changes nothing)."""
+
+    def __init__(self) -> None:
+        self.steps: list[Any] = []
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        self.steps.append(scores.clone())
+        return scores
+
+
+def _with_opening(opening: int, rests: list[int], seed: int = 2) -> tuple[Any, Any]:
+    """Left-padded prompts that all begin with the same `opening` tokens, then rests of their own."""
+    import torch
+
+    ids, mask = _left_padded([opening + n for n in rests], seed=seed)
+    shared = torch.randint(3, VOCAB, (opening,), generator=torch.Generator().manual_seed(seed + 1))
+    for row, n in enumerate(rests):
+        start = ids.shape[1] - opening - n
+        ids[row, start:start + opening] = shared
+    return ids, mask
+
+
+def test_shared_prefix_length_leaves_every_row_a_token_of_its_own() -> None:
+    ids, mask = _with_opening(10, [3, 1, 6])
+    assert shared_prefix_length(ids, mask) == 10
+    ids[2, ids.shape[1] - 6 - 10 + 4] = 2  # row 2 parts from the others at its 5th token
+    assert shared_prefix_length(ids, mask) == 4
+    whole, whole_mask = _with_opening(10, [0, 2])  # row 0 is only the opening: it keeps its last token
+    assert shared_prefix_length(whole, whole_mask) == 9
+    assert shared_prefix_length(ids[:1], mask[:1]) == 0  # one row: nothing to share
+
+
+def test_a_shared_opening_is_read_once_and_writes_what_generate_writes(model: Any) -> None:
+    """Prompts with a common opening: the opening is one batch-1 call whose cache every row copies, and
+    each row still writes what greedy `generate` writes from its whole prompt."""
+    import torch
+
+    opening, rests, ends = MIN_SHARED_PREFIX + 4, [3, 9, 1, 12, 6], [2, 11, 5, 1, 30]
+    ids, mask = _with_opening(opening, rests)
+    expected = _generate(model, ids, mask, 12, [EndAfter(ends, ids.shape[1])])
+    calls: list[tuple[int, ...]] = []
+    hook = model.register_forward_pre_hook(lambda _m, _a, kw: calls.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    shared_scores, unshared_scores = Scores(), Scores()
+    try:
+        with torch.inference_mode():
+            got = decode_pruned(model, ids, mask, 12, [shared_scores, EndAfter(ends, ids.shape[1])], [STOP])
+            unshared = decode_pruned(model, ids, mask, 12, [unshared_scores, EndAfter(ends, ids.shape[1])], [STOP],
+                                     share_prefix=False)
+    finally:
+        hook.remove()
+    assert got == expected == unshared
+    for a, b in zip(shared_scores.steps, unshared_scores.steps, strict=True):  # the same logits, not only the same picks
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert calls[0] == (1, opening) and calls[1] == (len(rests), max(rests))  # the opening once, then each row's rest
+    assert [len(row) for row in got] == [2, 11, 5, 1, 12]
 
 
 def _draws(sampler: TopKSampling, logits: list[float], rows: int) -> list[int]:
