@@ -32,7 +32,7 @@ from recsys.core.splits import time_split
 KEYS = ["items", "generated_rate", "first_candidate_pass_rate", "faithfulness_rate", "faithfulness_generated",
         "title_repeat_rate", "distinct_2", "pii_hits_shown", "blocklist_hits_shown", "profanity_hits_shown",
         "stage_s", "prepare_s", "generate_s", "generations", "blurbs_per_s", "finetune_examples",
-        "fallback_count_by_reason"]
+        "fallback_count_by_reason", "failed_checks_first_candidate"]
 
 
 def parse_set(pairs: list[str]) -> dict[str, object]:

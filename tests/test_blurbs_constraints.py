@@ -34,17 +34,28 @@ def tokenizer() -> Any:
     return tok
 
 
-def _allowed_after(tok: Any, written: str, source: str = SOURCE, rules: Rules = Rules(min_words=4)) -> set[str]:
-    """Feed `written` to a fresh processor token by token; the decoded tokens still allowed next."""
+def _scores_after(tok: Any, written: str, source: str = SOURCE, rules: Rules = Rules(min_words=4),
+                  tokens_left: int | None = None) -> Any:
+    """Feed `written` to a fresh processor token by token (flat model scores); the next token's scores.
+    tokens_left: the budget (max_new_tokens) leaves this many tokens, the next one included."""
     import torch
 
     prompt = tok("Facts:", add_special_tokens=False)["input_ids"]
     ids = tok(written, add_special_tokens=False)["input_ids"] if written else []
-    proc = FaithfulDecoding(tok, [source], rules, prompt_length=len(prompt))
+    budget = None if tokens_left is None else len(ids) + tokens_left
+    proc = FaithfulDecoding(tok, [source], rules, prompt_length=len(prompt), max_new_tokens=budget)
     scores = torch.zeros((1, len(tok)))
     for k in range(len(ids) + 1):
         scores = proc(torch.tensor([prompt + ids[:k]]), torch.zeros((1, len(tok))))
-    return {tok.decode([i]) for i in torch.nonzero(scores[0] > float("-inf")).flatten().tolist()}
+    return scores[0]
+
+
+def _allowed_after(tok: Any, written: str, source: str = SOURCE, rules: Rules = Rules(min_words=4)) -> set[str]:
+    """The decoded tokens still allowed after `written`."""
+    import torch
+
+    scores = _scores_after(tok, written, source, rules)
+    return {tok.decode([i]) for i in torch.nonzero(scores > float("-inf")).flatten().tolist()}
 
 
 def test_capitalised_words_inside_a_sentence_must_begin_a_source_word(tokenizer: Any) -> None:
@@ -85,6 +96,19 @@ def test_the_text_ends_only_after_a_finished_sentence(tokenizer: Any) -> None:
     assert "<eos>" not in _allowed_after(tokenizer, "A red mug for tea")
     assert "<eos>" not in _allowed_after(tokenizer, "A mug.")  # under min_words
     assert "<eos>" in _allowed_after(tokenizer, "A red mug for slow mornings.")
+    assert "." not in _allowed_after(tokenizer, "A red ceramic mug for slow mornings with")  # cut off, not ended
+    assert not {t for t in _allowed_after(tokenizer, "A red ceramic mug for slow mornings") if t.strip() == "."} - {"."}
+
+
+def test_the_last_tokens_of_the_budget_push_the_sentence_to_its_end(tokenizer: Any) -> None:
+    """A row the budget cuts off fails `truncated` and costs a retry: near the budget's end the
+    sentence end gains, and once the sentence has ended, the end of the text does."""
+    dot, eos = tokenizer.convert_tokens_to_ids(".") , tokenizer.eos_token_id
+    written = "A red ceramic mug for slow mornings"
+    free, roomy, last = (_scores_after(tokenizer, written, tokens_left=n) for n in (None, 20, 1))
+    assert roomy[dot] == free[dot] and last[dot] > free[dot] + 4
+    ended = "A red ceramic mug for slow mornings."
+    assert _scores_after(tokenizer, ended, tokens_left=1)[eos] > _scores_after(tokenizer, ended)[eos] + 4
 
 
 def test_no_content_word_again_within_three_words(tokenizer: Any) -> None:

@@ -75,6 +75,8 @@ def test_a_capitalised_hyphenated_source_word_is_not_an_invented_entity() -> Non
         ("Red mug.", "too_short"),
         ("", "empty"),
         ("A minimalist red ceramic mug by Northwind that holds", "truncated"),
+        ("A minimalist red ceramic mug by Northwind for slow mornings with.", "truncated"),
+        ("A minimalist red ceramic mug by Northwind for slow mornings. . .", "truncated"),
     ],
 )
 def test_each_failing_case_falls_back_with_its_reason(blurb: str, reason: str) -> None:

@@ -145,6 +145,7 @@ def test_stage_writes_every_item_with_schema_reasons_and_reports(tiny_llama: Pat
     assert quality["items"] == 8 and quality["generated"] == 3 and quality["attempted"] == 6
     assert quality["faithfulness_rate"] == pytest.approx(3 / 6)
     assert quality["fallback_count_by_reason"] == {"invented_colour": 3, "not_generated": 2}
+    assert quality["failed_checks_first_candidate"] == {"invented_colour": 3}  # what the retries were for
     assert quality["title_repeat_rate"] == 0 and quality["pii_hits_shown"] == 0
     samples = pl.read_csv(out / "samples.csv")
     assert {"text", "blurb", "flag_reason"} <= set(samples.columns) and samples.height == 8

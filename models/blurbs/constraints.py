@@ -18,8 +18,10 @@ would start such a text, so the same model writes a blurb that can pass:
 - the end of the text (end of sequence, line break) before a finished sentence of min_words, and
   the end of a sentence before the blurb has min_new_words content words its title lacks
   (`title_repeat`).
-Past LONG_WORDS words, "." and "!" gain END_PUSH logits per word, so a sentence ends before the
-token budget does. Only whole-word tokens can be masked for a word list; a word split into pieces
+Past LONG_WORDS words, "." and "!" gain END_PUSH logits per word, and in the last FINISH_TOKENS
+tokens of the budget FINISH_PUSH per token, so a sentence ends before the token budget does (a
+title of years, parentheses and names costs several tokens a word; a row cut off by the budget
+fails `truncated` and costs a retry). Only whole-word tokens can be masked for a word list; a word split into pieces
 is left to the checks, which still run on every blurb (safety.review).
 """
 
@@ -36,6 +38,7 @@ import numpy as np
 from models.blurbs.safety import (
     CLAIMS,
     COLOURS,
+    CUT_OFF_WORDS,
     FIRST_PERSON_FORMS,
     MATERIALS,
     NUMBER_WORDS,
@@ -56,6 +59,7 @@ TRAILING_WORD = re.compile(r"[A-Za-z]+$")
 NUMBER_RUN = re.compile(r"\d+(?:[.,]\d+)*")
 NUMBER_TAIL = re.compile(r"\d+(?:[.,]\d+)*[.,]?$")
 LONG_WORDS, END_PUSH = 18, 0.7
+FINISH_TOKENS, FINISH_PUSH = 8, 1.0
 COPY_RUN = 6  # a blurb may repeat this many source words in a row, not more (`copied_source`, headlines)
 
 
@@ -78,6 +82,7 @@ class TokenTable:
     mixed_digits: np.ndarray  # digits with letters ("1st", "x2")
     contact: np.ndarray
     ends: np.ndarray  # "." and "!"
+    spaced_ends: np.ndarray  # " ." and " !": a mark after a space, never a sentence's end
     marks: dict[str, list[int]]  # "." and "," alone: inside a number ("16.61", "1,000")
     spaces: np.ndarray  # a lone space: this tokenizer writes " 1995" as " " then digits
     line_breaks: np.ndarray
@@ -96,7 +101,7 @@ def token_table(tokenizer: Any) -> TokenTable:
     texts = tuple(tokenizer.batch_decode([[i] for i in range(len(tokenizer))]))
     spaced: tuple[list[int], list[str]] = ([], [])
     bare: tuple[list[int], list[str]] = ([], [])
-    pieces, mixed, contact, ends, spaces, breaks, non_ascii = [], [], [], [], [], [], []
+    pieces, mixed, contact, ends, spaced_ends, spaces, breaks, non_ascii = [], [], [], [], [], [], [], []
     lower_pieces: dict[str, list[int]] = {}
     upper_pieces: dict[str, list[int]] = {}
     word_ids: dict[str, list[int]] = {}
@@ -116,6 +121,8 @@ def token_table(tokenizer: Any) -> TokenTable:
             contact.append(i)
         if stripped in (".", "!"):
             ends.append(i)
+            if text[0].isspace():
+                spaced_ends.append(i)
         if text in (".", ","):
             marks.setdefault(text, []).append(i)
         if any(c.isdigit() for c in stripped):
@@ -142,7 +149,7 @@ def token_table(tokenizer: Any) -> TokenTable:
             bare[0].append(i)
             bare[1].append(lower)
     return TokenTable(texts, (_ids(spaced[0]), tuple(spaced[1])), (_ids(bare[0]), tuple(bare[1])), _ids(pieces),
-                      lower_pieces, upper_pieces, word_ids, digits, _ids(mixed), _ids(contact), _ids(ends), marks,
+                      lower_pieces, upper_pieces, word_ids, digits, _ids(mixed), _ids(contact), _ids(ends), _ids(spaced_ends), marks,
                       _ids(spaces), _ids(breaks), _ids(non_ascii))
 
 
@@ -194,12 +201,13 @@ class FaithfulDecoding:
     """
 
     def __init__(self, tokenizer: Any, sources: list[str], rules: Rules, prompt_length: int,
-                 titles: list[str] | None = None) -> None:
+                 titles: list[str] | None = None, max_new_tokens: int | None = None) -> None:
         import torch
 
         self.torch = torch
         self.table = token_table(tokenizer)
-        self.prompt_length = prompt_length
+        self.prompt_length, self.max_new_tokens = prompt_length, max_new_tokens
+        self.finish_push = 0.0  # this step's push towards a sentence end from the token budget
         self.min_words, self.min_new_words = rules.min_words, rules.min_new_words
         self.title_words = [_tokens(t) for t in titles] if titles else [set() for _ in sources]
         self.copy_next = [_copy_index(WRITTEN_WORDS.findall(s.lower())) for s in sources]
@@ -313,8 +321,12 @@ class FaithfulDecoding:
             bans += self.table.word_ids.get(w, [])
         if text and not text[-1].isalnum():
             bans += self.bare_capitals[r].tolist()  # a new word after "(", "-", a quote or a lone space
-        if not text.rstrip().endswith((".", "!", "?")) or len(seen) < self.min_words:
+        ended = text.rstrip().endswith((".", "!", "?"))
+        if not ended or len(seen) < self.min_words:
             bans += self.stops.tolist()
+        bans += self.table.spaced_ends.tolist()  # "of ." or ". . .": a cut-off, not an end (`truncated`)
+        if text[-1:].isalpha() and seen and seen[-1] in CUT_OFF_WORDS:
+            bans += self.table.ends.tolist()  # "a tale of faith and."
         if bans:
             scores[r, bans] = inf
         if only is not None:  # inside a number the source has not finished: only its next characters
@@ -335,8 +347,13 @@ class FaithfulDecoding:
             else:
                 scores[r, :] = inf
             scores[r, allowed] = keep
-        if len(seen) > LONG_WORDS:
-            scores[r, self.table.ends] += END_PUSH * (len(seen) - LONG_WORDS)
+        if ended:  # in the budget's last tokens, a finished sentence ends the blurb rather than start another
+            if self.finish_push:
+                scores[r, self.stops] += self.finish_push
+        elif text[-1:].isalnum():
+            push = END_PUSH * max(len(seen) - LONG_WORDS, 0) + self.finish_push
+            if push:
+                scores[r, self.table.ends] += push
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         if self.banned is None:
@@ -345,6 +362,9 @@ class FaithfulDecoding:
             for r, token in enumerate(input_ids[:, -1].tolist()):
                 self.written[r] += self.table.texts[token] if token < len(self.table.texts) else ""
         scores = scores.masked_fill(self.banned.to(scores.device), float("-inf"))
+        if self.max_new_tokens is not None:
+            left = self.max_new_tokens - (input_ids.shape[1] - self.prompt_length)  # this token included
+            self.finish_push = FINISH_PUSH * max(FINISH_TOKENS - left + 1, 0)
         for r in range(scores.shape[0]):
             self._step(r, scores)
         stuck = self.torch.isinf(scores).all(dim=1)

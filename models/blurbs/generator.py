@@ -252,7 +252,8 @@ class HFGenerator:
         processors: list[Any] = []
         if spec.faithful is not None and spec.kind == "causal" and suits(self.tokenizer):
             sources = [f"{a}. {b}" for a, b in zip(titles, texts)]
-            processors.append(FaithfulDecoding(self.tokenizer, sources, spec.faithful, enc["input_ids"].shape[1], titles))
+            processors.append(FaithfulDecoding(self.tokenizer, sources, spec.faithful, enc["input_ids"].shape[1], titles,
+                                               spec.max_new_tokens))
         if not spec.greedy:  # sampling is the last processor; decoding then takes its pick (sampling.py)
             processors.append(TopKSampling(spec.temperature, spec.top_p, spec.top_k, spec.seed))
         with torch.inference_mode():

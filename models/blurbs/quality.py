@@ -66,6 +66,10 @@ def quality(reviewed: pl.DataFrame, rules: Rules | None = None) -> dict[str, Any
     for reasons in attempted["reasons"].to_list():
         for r in reasons:
             any_reason[r] = any_reason.get(r, 0) + 1
+    first_reason: dict[str, int] = {}  # what sends items to a retry round
+    for reasons in attempted[col].to_list():
+        for r in reasons:
+            first_reason[r] = first_reason.get(r, 0) + 1
     return {
         "items": n,
         "generated": len(generated),
@@ -75,6 +79,7 @@ def quality(reviewed: pl.DataFrame, rules: Rules | None = None) -> dict[str, Any
         "fallback_rate_by_reason": {k: v / n for k, v in sorted(by_reason.items())},
         "fallback_count_by_reason": dict(sorted(by_reason.items())),
         "failed_checks_any": dict(sorted(any_reason.items())),  # every failing check, not only the first
+        "failed_checks_first_candidate": dict(sorted(first_reason.items())),
         "faithfulness_rate": faithful.height / attempted.height if attempted.height else None,
         "first_candidate_pass_rate": first_pass.height / attempted.height if attempted.height else None,
         "mean_candidates": float(attempted["candidates"].mean() or 0) if "candidates" in attempted.columns and attempted.height else None,

@@ -60,6 +60,10 @@ except ImportError:  # pragma: no cover - scikit-learn is a dependency
     STOP_WORDS = frozenset()
 FIRST_PERSON_FORMS = ("I", "I'm", "I've", "I'd", "me", "my", "mine", "we", "we're", "our", "us")
 FIRST_PERSON = re.compile(r"\b(?:" + "|".join(FIRST_PERSON_FORMS) + r")\b")
+# Words no finished English sentence ends on ("... a tale of faith and."): articles, conjunctions,
+# prepositions, possessives and copulas; a blurb ending on one was cut off, however it is punctuated.
+CUT_OFF_WORDS = frozenset("""a an the and or but nor of with to for in on at by from into as than between through
+its their his your our is are was were""".split())
 # What comes before a sentence's first word: a capital after it is not a name.
 SENTENCE_ENDS = (".", "!", "?", ":", '"', "\u201c")
 
@@ -348,6 +352,19 @@ def is_vacuous(blurb: str, source: str) -> bool:
     return not any(w in src or w.rstrip("s") in src for w in content_words(blurb))
 
 
+def is_cut_off(blurb: str) -> bool:
+    """The blurb stops mid-sentence: no final mark, a mark after a space (" . . ."), or a mark right
+    after a word no sentence ends on ("a tale of faith and.")."""
+    text = blurb.rstrip()
+    if not text.endswith((".", "!", "?")):
+        return True
+    body = text.rstrip(".!?")
+    if not body or body[-1].isspace():
+        return True
+    last = words(body)
+    return bool(last) and last[-1].lower() in CUT_OFF_WORDS
+
+
 def copies_source(blurb: str, source: str, title: str = "") -> bool:
     """The blurb is one run of the source's words (a sentence copied, not written), beyond the title."""
     b = [w.lower() for w in words(blurb)]
@@ -384,7 +401,7 @@ def problems(blurb: str, source: str, rules: Rules, title: str = "") -> list[str
         found.append("too_long")
     if n < rules.min_words:
         found.append("too_short")
-    if not blurb.rstrip().endswith((".", "!", "?")):
+    if is_cut_off(blurb):
         found.append("truncated")
     return sorted(set(found), key=lambda r: SAFETY_ORDER.index(r) if r in SAFETY_ORDER else len(SAFETY_ORDER))
 
