@@ -63,6 +63,10 @@ def test_capitalised_words_inside_a_sentence_must_begin_a_source_word(tokenizer:
     assert " Nolan" not in allowed and " Kevin" not in allowed and " Michael" not in allowed
     assert any(t.startswith(" T") for t in allowed)  # " Tidewater" (or its first piece) stays possible
     assert " The" in allowed  # a function word
+    # after a name, a capitalised function word is a name part ("The Who"): only if the source has it
+    after_name = _allowed_after(tokenizer, "A mug by Tidewater", "Tidewater Red Mug. A red mug by Tidewater.")
+    assert " The" not in after_name and " Red" in after_name
+    assert " The" in _allowed_after(tokenizer, "A mug by Tidewater", "The Tidewater Red Mug. A red mug by Tidewater.")
 
 
 def test_a_name_once_begun_must_go_on_as_the_source_spells_it(tokenizer: Any) -> None:

@@ -13,6 +13,7 @@ from models.blurbs.safety import (
     catalog_vocab,
     extractive_summary,
     faithfulness_issues,
+    invented_entities,
     normalise,
     pii_found,
     problems,
@@ -162,6 +163,9 @@ def test_the_first_passing_candidate_is_shown() -> None:
 
 def test_normalise_whitespace_lead_in_and_trailing_junk() -> None:
     assert normalise('  Blurb:  "A red   mug\tby Northwind."\n\n#tags #more') == "A red mug by Northwind."
+    assert normalise('Here\'s a rewritten version with improved clarity: "A red mug by Northwind.') == "A red mug by Northwind."
+    assert normalise("Sure! Here is the blurb: A red mug.") == "A red mug."
+    assert normalise("Sure-footed boots: made for mud.") == "Sure-footed boots: made for mud."
 
 
 def test_overlong_output_keeps_whole_sentences_within_the_bound() -> None:
@@ -211,3 +215,6 @@ def test_swearing_and_insults_are_profanity(blurb: str) -> None:
 def test_a_capitalised_function_word_is_not_a_name_but_the_name_after_it_is() -> None:
     assert faithfulness_issues("A film for fans of The Long Riders.", FILM + ". " + FILM_TEXT) == []
     assert faithfulness_issues("A film for fans of The Beatles.", FILM + ". " + FILM_TEXT) == ["invented_entity"]
+    assert faithfulness_issues("A song performed by The Who.", FILM + ". " + FILM_TEXT) == ["invented_entity"]
+    assert invented_entities("A Western from Riders & Co., starring Bill Murray.", FILM + ". " + FILM_TEXT) == {"Co", "Bill", "Murray"}
+    assert faithfulness_issues("Critic: The riders ride again, Western fans.", FILM + ". " + FILM_TEXT) == []

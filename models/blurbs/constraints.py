@@ -40,6 +40,7 @@ from models.blurbs.safety import (
     COLOURS,
     CUT_OFF_WORDS,
     FIRST_PERSON_FORMS,
+    FUNCTION_WORDS,
     MATERIALS,
     NUMBER_WORDS,
     SENTENCE_ENDS,
@@ -56,6 +57,7 @@ CONTACT = ("@", "://", "www")
 LETTERS = re.compile(r"[A-Za-z]+")
 WRITTEN_WORDS = re.compile(r"[a-z][a-z'-]*|\d+")
 TRAILING_WORD = re.compile(r"[A-Za-z]+$")
+AFTER_NAME = re.compile(r"\b[A-Z][a-zA-Z'-]* ?$")  # the text ends with a capitalised word (and maybe a space)
 NUMBER_RUN = re.compile(r"\d+(?:[.,]\d+)*")
 NUMBER_TAIL = re.compile(r"\d+(?:[.,]\d+)*[.,]?$")
 LONG_WORDS, END_PUSH = 18, 0.7
@@ -161,7 +163,15 @@ def _unknown_capitals(capitals: tuple[np.ndarray, tuple[str, ...]], prefixes: se
     ids, words = capitals
     if not ids.size:
         return ids
-    return ids[~np.array([w in prefixes or w in STOP_WORDS for w in words], dtype=bool)]
+    return ids[~np.array([w in prefixes or w in FUNCTION_WORDS for w in words], dtype=bool)]
+
+
+def _function_capitals(capitals: tuple[np.ndarray, tuple[str, ...]], prefixes: set[str]) -> np.ndarray:
+    """Capitalised function words the source does not begin: "The" of "The Who" after a name."""
+    ids, words = capitals
+    if not ids.size:
+        return ids
+    return ids[np.array([w in FUNCTION_WORDS and w not in prefixes for w in words], dtype=bool)]
 
 
 def banned_ids(table: TokenTable, source: str, rules: Rules) -> np.ndarray:
@@ -218,6 +228,8 @@ class FaithfulDecoding:
         self.prefixes = [_prefixes(set(w)) for w in self.words]
         self.banned_rows = [banned_ids(self.table, s, rules) for s in sources]
         self.bare_capitals = [_unknown_capitals(self.table.bare_capitals, p) for p in self.prefixes]
+        self.function_capitals = [np.concatenate([_function_capitals(self.table.spaced_capitals, p),
+                                                  _function_capitals(self.table.bare_capitals, p)]) for p in self.prefixes]
         self.written = [""] * len(sources)
         self.banned: Any = None
         self.tokenizer = tokenizer
@@ -226,7 +238,7 @@ class FaithfulDecoding:
     def select(self, rows: list[int]) -> None:
         """Keep only these rows' state (decoding.decode_pruned drops finished rows from the batch)."""
         for name in ("title_words", "copy_next", "numbers", "words", "prefixes", "banned_rows", "bare_capitals",
-                     "written"):
+                     "function_capitals", "written"):
             values = getattr(self, name)
             setattr(self, name, [values[r] for r in rows])
         if self.banned is not None:
@@ -297,8 +309,10 @@ class FaithfulDecoding:
             words: Iterable[str] = self.words[r]
         elif text[: m.start()].rstrip() == "" or text[: m.start()].rstrip().endswith(SENTENCE_ENDS):
             return None
+        elif AFTER_NAME.search(text[: m.start()]):
+            words = ()  # "Who" of "The Who": inside a name, a function word is a name part (safety.invented_entities)
         else:
-            words = STOP_WORDS
+            words = FUNCTION_WORDS
         pieces = self.table.upper_pieces if m.group(0).isupper() and len(so_far) > 1 else self.table.lower_pieces
         allowed: list[int] = []
         complete = False
@@ -321,6 +335,8 @@ class FaithfulDecoding:
             bans += self.table.word_ids.get(w, [])
         if text and not text[-1].isalnum():
             bans += self.bare_capitals[r].tolist()  # a new word after "(", "-", a quote or a lone space
+        if AFTER_NAME.search(text):
+            bans += self.function_capitals[r].tolist()
         ended = text.rstrip().endswith((".", "!", "?"))
         if not ended or len(seen) < self.min_words:
             bans += self.stops.tolist()

@@ -58,6 +58,10 @@ try:
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS as STOP_WORDS
 except ImportError:  # pragma: no cover - scikit-learn is a dependency
     STOP_WORDS = frozenset()
+# Capitalised inside a sentence, these name nothing ("The", "In"); sklearn's list also holds
+# words that begin or end names ("Bill", "& Co.", "Inc.", "Top", "Fire"), which stay entities.
+FUNCTION_WORDS = STOP_WORDS - {"bill", "co", "con", "de", "inc", "ltd", "mill", "fire", "top", "system", "interest",
+                               "call", "cry", "un", "side", "front", "bottom", "serious", "sincere"}
 FIRST_PERSON_FORMS = ("I", "I'm", "I've", "I'd", "me", "my", "mine", "we", "we're", "our", "us")
 FIRST_PERSON = re.compile(r"\b(?:" + "|".join(FIRST_PERSON_FORMS) + r")\b")
 # Words no finished English sentence ends on ("... a tale of faith and."): articles, conjunctions,
@@ -74,7 +78,8 @@ PHONE = re.compile(r"(?<![\w.$])\+?\(?\d[\d\s().-]{6,}\d(?![\w.])")
 WORD = re.compile(r"[A-Za-z][A-Za-z'-]*|\d+(?:[.,]\d+)?")
 NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-LEAD_IN = re.compile(r"^\s*(?:blurb|answer|description|summary)\s*:\s*", re.I)
+# A label, or a chat model's preamble before its answer ("Here's a rewritten version ...:", "Sure! ...:").
+LEAD_IN = re.compile(r"^\s*(?:blurb|answer|description|summary|(?:here(?:'s| is)|sure(?=[\s!,.]))[^:\"]{0,80})\s*:\s*", re.I)
 # Generic marketing openers dropped from extractive text ("Meet the X" -> "The X").
 OPENER = re.compile(r"^(?:meet|introducing|say hello to|this is|discover)\s+the\s+", re.I)
 PII_REASONS = {"email": "pii_email", "phone": "pii_phone", "url": "pii_url", "twitter": "pii_handle",
@@ -289,8 +294,9 @@ def invented_entities(blurb: str, source: str) -> set[str]:
         if not before or before.endswith(SENTENCE_ENDS):
             continue  # sentence start: capitalised anyway
         w = m.group(0)
-        if w.lower() in STOP_WORDS:
-            continue  # "The", "In": a capitalised function word names nothing; a name after it is checked
+        if w.lower() in FUNCTION_WORDS and not re.search(r"\b[A-Z][a-zA-Z'-]* $", blurb[: m.start()]):
+            continue  # "The", "In": a capitalised function word names nothing; a name after it is checked,
+            # and so is one inside a name ("The Who", "Out" of "She's Out of Control")
         if w == "I" or w.lower() in src or all(p in src for p in re.split(r"['-]", w.lower()) if p):
             continue
         if w.lower().endswith("'s") and w.lower()[:-2] in src:
