@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from models.blurbs.safety import (
+    AFTER_NAME,
     CLAIMS,
     COLOURS,
     CUT_OFF_WORDS,
@@ -57,7 +58,6 @@ CONTACT = ("@", "://", "www")
 LETTERS = re.compile(r"[A-Za-z]+")
 WRITTEN_WORDS = re.compile(r"[a-z][a-z'-]*|\d+")
 TRAILING_WORD = re.compile(r"[A-Za-z]+$")
-AFTER_NAME = re.compile(r"\b[A-Z][a-zA-Z'-]* ?$")  # the text ends with a capitalised word (and maybe a space)
 NUMBER_RUN = re.compile(r"\d+(?:[.,]\d+)*")
 NUMBER_TAIL = re.compile(r"\d+(?:[.,]\d+)*[.,]?$")
 LONG_WORDS, END_PUSH = 18, 0.7

@@ -68,6 +68,9 @@ FIRST_PERSON = re.compile(r"\b(?:" + "|".join(FIRST_PERSON_FORMS) + r")\b")
 # prepositions, possessives and copulas; a blurb ending on one was cut off, however it is punctuated.
 CUT_OFF_WORDS = frozenset("""a an the and or but nor of with to for in on at by from into as than between through
 its their his your our is are was were""".split())
+# Text that ends with a capitalised word (and maybe a space): a capitalised function word after it
+# is part of a name ("The Who"), not a function word.
+AFTER_NAME = re.compile(r"\b[A-Z][a-zA-Z'-]* ?$")
 # What comes before a sentence's first word: a capital after it is not a name.
 SENTENCE_ENDS = (".", "!", "?", ":", '"', "\u201c")
 
@@ -294,7 +297,7 @@ def invented_entities(blurb: str, source: str) -> set[str]:
         if not before or before.endswith(SENTENCE_ENDS):
             continue  # sentence start: capitalised anyway
         w = m.group(0)
-        if w.lower() in FUNCTION_WORDS and not re.search(r"\b[A-Z][a-zA-Z'-]* $", blurb[: m.start()]):
+        if w.lower() in FUNCTION_WORDS and not AFTER_NAME.search(blurb[: m.start()]):
             continue  # "The", "In": a capitalised function word names nothing; a name after it is checked,
             # and so is one inside a name ("The Who", "Out" of "She's Out of Control")
         if w == "I" or w.lower() in src or all(p in src for p in re.split(r"['-]", w.lower()) if p):
