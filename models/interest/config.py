@@ -69,7 +69,7 @@ class InterestConfig:
     init_scale: float = 5.0
     num_workers: int = 1
     cpus_per_worker: float = 1.0
-    torch_threads: int = 0  # 0 = this node's cores divided among the workers on it
+    torch_threads: int = 0  # 0 = one for the adaptor (trainable_layers = 0), else the cores divided among the workers (loop.worker_threads)
     checkpoint_every: int = 50  # steps
     patience: int = 6  # validations without a better selection metric before stopping
     # What decides the best weights (pretrained included): valid "auc", "ndcg@10", or the "mean" of
