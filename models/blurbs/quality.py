@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,11 @@ def audit(reviewed: pl.DataFrame, rules: Rules) -> dict[str, Any]:
     }
 
 
+def _reason_counts(reasons: pl.Series) -> dict[str, int]:
+    """How many rows name each check in a list[str] column, by check name."""
+    return dict(sorted(Counter(r for row in reasons.to_list() for r in row).items()))
+
+
 def quality(reviewed: pl.DataFrame, rules: Rules | None = None) -> dict[str, Any]:
     """Metrics of reviewed blurbs: columns blurb, source, flag_reason, reasons (list[str]), attempted
     (bool), optionally first_reasons (the round-0 candidate's failing checks) and candidates."""
@@ -62,14 +68,6 @@ def quality(reviewed: pl.DataFrame, rules: Rules | None = None) -> dict[str, Any
     generated = reviewed.filter(pl.col("source") == "generated")["blurb"].to_list()
     shown = reviewed["blurb"].to_list()
     by_reason = dict(reviewed.filter(pl.col("flag_reason").is_not_null()).group_by("flag_reason").len().iter_rows())
-    any_reason: dict[str, int] = {}
-    for reasons in attempted["reasons"].to_list():
-        for r in reasons:
-            any_reason[r] = any_reason.get(r, 0) + 1
-    first_reason: dict[str, int] = {}  # what sends items to a retry round
-    for reasons in attempted[col].to_list():
-        for r in reasons:
-            first_reason[r] = first_reason.get(r, 0) + 1
     return {
         "items": n,
         "generated": len(generated),
@@ -78,8 +76,8 @@ def quality(reviewed: pl.DataFrame, rules: Rules | None = None) -> dict[str, Any
         "fallback_rate": 1 - len(generated) / n if n else 0.0,
         "fallback_rate_by_reason": {k: v / n for k, v in sorted(by_reason.items())},
         "fallback_count_by_reason": dict(sorted(by_reason.items())),
-        "failed_checks_any": dict(sorted(any_reason.items())),  # every failing check, not only the first
-        "failed_checks_first_candidate": dict(sorted(first_reason.items())),
+        "failed_checks_any": _reason_counts(attempted["reasons"]),  # every failing check, not only the first
+        "failed_checks_first_candidate": _reason_counts(attempted[col]),  # what sends items to a retry round
         "faithfulness_rate": faithful.height / attempted.height if attempted.height else None,
         "first_candidate_pass_rate": first_pass.height / attempted.height if attempted.height else None,
         "mean_candidates": float(attempted["candidates"].mean() or 0) if "candidates" in attempted.columns and attempted.height else None,
