@@ -105,3 +105,25 @@ def test_boosting_stops_on_held_out_users_not_on_valid() -> None:
     empty_valid = frame.head(0)  # train() never touches valid when held-out users can stop it
     _, info = train(RankerConfig(n_estimators=30, min_data_in_leaf=5, stop_fraction=0.2), frame, empty_valid, ["a", "b"], ["g"])
     assert info["stopped_on"] == "held-out users" and "held-out users" in info["curves"]
+
+
+def test_the_gate_says_whether_the_shipped_lead_is_clear_or_within_noise() -> None:
+    results = {"ranker_full": {"valid": _metrics(0.30, 0.70)}, "baseline_recent_popularity": {"valid": _metrics(0.28, 0.50)}}
+    baselines = {"recent_popularity": _metrics(0.28, 0.50)}
+    rng = np.random.default_rng(0)
+    n = 40
+    catalog_rival = rng.uniform(0.1, 0.5, n)
+    page_rival = rng.uniform(0.3, 0.6, n)
+    per_req = pl.DataFrame({
+        "request_id": [f"c{k}" for k in range(n)] + [f"p{k}" for k in range(n)],
+        "shape": ["catalog"] * n + ["page"] * n,
+        # catalog: the ranker leads by 0.02 on average, but by +-0.2 request to request; page: by 0.2 on every request
+        "ranker_full": np.concatenate([catalog_rival + 0.02 + rng.choice([-0.2, 0.2], n), page_rival + 0.2]),
+        "baseline:recent_popularity": np.concatenate([catalog_rival, page_rival]),
+    })
+    gate = release_gate(results, baselines, ("catalog", "page"), per_req)
+    assert gate["routes"] == {"catalog": "ranker_full", "page": "ranker_full"}
+    assert gate["lead"]["catalog"].endswith(f"over recent_popularity on {n} valid requests: within noise")
+    assert gate["lead"]["page"].startswith("lead +0.200 [+0.200, +0.200]") and gate["lead"]["page"].endswith("clear")
+    assert gate["lead"]["page"] in gate["line"] and gate["lead"]["catalog"] in gate["line"]
+    assert "lead" not in release_gate(results, baselines, ("catalog", "page"))["line"]  # no per-request table: no claim

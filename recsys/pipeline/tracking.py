@@ -169,6 +169,8 @@ def _log_run(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any], dat
             mlflow.log_metric(f"gate_valid_ndcg_at_10_{model}", value)
         if "gate" in metrics:
             mlflow.set_tag("shipped", metrics["gate"]["shipped"])
+            for job, lead in metrics["gate"].get("lead", {}).items():  # "lead +0.03 [-0.01, +0.07] over ...: within noise"
+                mlflow.set_tag(f"gate_lead_{job}", lead)
         for model, table in metrics["comparison"].items():
             mlflow.log_metric(f"test_ndcg_at_10_{model}", table["ndcg@10"]["mean"])
         _log_interest_curves(run_dir / "interest" / "metrics.json")
