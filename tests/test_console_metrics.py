@@ -98,8 +98,10 @@ def test_stage_lines_from_a_saved_run(runs: dict) -> None:
     run_dir = runs["tmp"] / "full"
     lines = run_summary(run_dir)
     assert [line.split(":")[0] for line in lines[:3]] == ["state", "features", "ranker_full"]
-    assert all(" — " in line for line in lines[:-1])
-    assert lines[-1] == f"ranker: {runs['full']['gate']['line']}"
+    leads = runs["full"]["gate"]["lead"]  # after the gate's line, one line per job's lead
+    assert leads and all(" — " in line for line in lines[: -1 - len(leads)])
+    assert lines[-1 - len(leads)] == f"ranker: {runs['full']['gate']['line']}"
+    assert lines[-len(leads):] == [f"ranker: {text}" for text in leads.values()]  # one job: no job name
     assert "valid nDCG@10" in lines[2] and "{" not in "".join(lines)
     assert all(len(line) <= 120 for line in lines)
 

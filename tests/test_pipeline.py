@@ -227,7 +227,7 @@ def test_default_config_runs_every_stage_end_to_end(tmp_path: Path) -> None:
     assert no_blurbs and not {"blurb_interest", "blurb_words", "blurb_fallback"} & set(no_blurbs)
     assert "ranker_no_blurbs" in metrics["gate"]["valid_ndcg@10"]  # the gate weighs it like any candidate
     leads = metrics["gate"]["lead"]  # each job's pick, with its paired lead on the valid requests
-    assert leads and all(text in metrics["gate"]["line"] and text.endswith(("clear", "within noise")) for text in leads.values())
+    assert leads and all(text.startswith("lead ") and text.endswith(("clear", "within noise")) for text in leads.values())
     for part in ("interest", "interest/replay"):  # the served model and the ranker's replay twin
         interest = json.loads((tmp_path / "run" / part / "metrics.json").read_text())
         start = next(e for e in interest["epochs"] if e["model"] == "pretrained")

@@ -12,6 +12,7 @@ import pytest
 
 from models.ranker import ROUTE_FEATURE, RoutedRanker, fingerprint, held_out_users, load_ranker, route_threshold, train
 from recsys.core.config import RankerConfig
+from recsys.pipeline.report import gate_lines
 from recsys.pipeline.train import release_gate
 
 
@@ -125,5 +126,8 @@ def test_the_gate_says_whether_the_shipped_lead_is_clear_or_within_noise() -> No
     assert gate["routes"] == {"catalog": "ranker_full", "page": "ranker_full"}
     assert gate["lead"]["catalog"].endswith(f"over recent_popularity on {n} valid requests: within noise")
     assert gate["lead"]["page"].startswith("lead +0.200 [+0.200, +0.200]") and gate["lead"]["page"].endswith("clear")
-    assert gate["lead"]["page"] in gate["line"] and gate["lead"]["catalog"] in gate["line"]
-    assert "lead" not in release_gate(results, baselines, ("catalog", "page"))["line"]  # no per-request table: no claim
+    lines = gate_lines(gate)
+    assert lines[0] == gate["line"] and "lead" not in gate["line"]
+    assert lines[1:] == [f"catalog pick, {gate['lead']['catalog']}", f"page pick, {gate['lead']['page']}"]
+    assert all(len(line) <= 120 for line in lines[1:])  # one short line each
+    assert gate_lines(release_gate(results, baselines, ("catalog", "page"))) == [gate["line"]]  # no per-request table: no claim

@@ -129,8 +129,15 @@ def run_summary(run_dir: Path) -> list[str]:
     names = [n for n in STAGE_ORDER if n in ran] + sorted(n for n in ran if n not in STAGE_ORDER)
     lines = [stage_line(n, run_dir, seconds.get(n)) for n in names]
     if "gate" in metrics:
-        lines.append(f"ranker: {metrics['gate']['line']}")
+        lines += [f"ranker: {line}" for line in gate_lines(metrics["gate"])]
     return lines
+
+
+def gate_lines(gate: dict[str, Any]) -> list[str]:
+    """The release gate's line, then one line per job with its pick's lead and whether the valid
+    requests can tell it from its rival (a line each keeps the console narrow)."""
+    leads = gate.get("lead", {})
+    return [gate["line"], *(f"{'' if job == 'all' else job + ' pick, '}{text}" for job, text in leads.items())]
 
 
 def mlflow_line(m: dict[str, Any]) -> str:

@@ -30,6 +30,7 @@ from recsys.core.logs import STAGE_START, progress
 from recsys.core.metrics import mean_with_ci, per_request
 from recsys.core.raytools import remote_call
 from recsys.core.splits import time_split
+from recsys.pipeline.report import gate_lines
 from recsys.pipeline.stages import GROUP_FIELDS, Periods, by_shape, features_stage, plan_periods, ranker_stage, shape_mean
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,8 @@ def train(cfg: RunConfig, data_dir: Path, run_dir: Path, *, track: bool = True, 
         _ship_routes(run_dir, gate, threshold, valid, test)
     else:
         _ship(run_dir / gate["shipped"], run_dir / "ranker", gate)
-    progress.info("ranker: %s", gate["line"])
+    for line in gate_lines(gate):
+        progress.info("ranker: %s", line)
     results["ranker"] = json.loads((run_dir / "ranker" / "result.json").read_text())
     comparison = baseline_comparison(test, data, cfg.ranker.task)
     for cand in candidates:
@@ -291,10 +293,10 @@ def release_gate(results: dict[str, Any], baselines_valid: dict[str, Any], jobs:
                  per_req: pl.DataFrame | None = None) -> dict[str, Any]:
     """Per job (catalog and page requests, or all groups at once), ship the candidate with the
     best validation nDCG@10: the full ranker unless another candidate beats it, and then one
-    plain line says so. With `per_req` (valid_per_request), the line also gives the pick's paired
+    plain line says so. With `per_req` (valid_per_request), `lead` gives each job's pick's paired
     lead over its closest rival (the best baseline when a ranker ships, else the full ranker) with
     a bootstrap CI: a few dozen valid requests often cannot tell the two apart, and the user
-    should know when the choice was a near coin toss."""
+    should know when the choice was a near coin toss (report.gate_lines prints both)."""
     reference = {name: m for name, m in baselines_valid.items() if name != "oracle"}
     picks, parts, by_job, leads = {}, [], {}, {}
     for job in jobs:
@@ -305,16 +307,14 @@ def release_gate(results: dict[str, Any], baselines_valid: dict[str, Any], jobs:
         picks[job] = pick
         what = f"{job} requests: " if job else ""
         best_ref = max(refs, key=lambda n: np.nan_to_num(refs[n], nan=-1.0)) if refs else None
-        if pick.startswith("ranker"):
-            leads[job or "all"] = lead = _lead(per_req, job, pick, f"baseline:{best_ref}") if best_ref else ""
-        else:
-            leads[job or "all"] = lead = _lead(per_req, job, pick, "ranker_full")
+        rival = f"baseline:{best_ref}" if pick.startswith("ranker") else "ranker_full"
+        leads[job or "all"] = _lead(per_req, job, pick, rival) if best_ref or not pick.startswith("ranker") else ""
         if pick == "ranker_full":
             text = f"{what}shipping the ranker (valid nDCG@10 {figures[pick]:.4f}"
-            parts.append(text + (f"; best baseline {best_ref} {refs[best_ref]:.4f}" if best_ref else "") + (f"; {lead})" if lead else ")"))
+            parts.append(text + (f"; best baseline {best_ref} {refs[best_ref]:.4f})" if best_ref else ")"))
         else:
             parts.append(f"{what}the ranker (valid nDCG@10 {figures['ranker_full']:.4f}) loses to {pick} "
-                         f"({figures[pick]:.4f}); shipping {pick}" + (f" ({lead})" if lead else ""))
+                         f"({figures[pick]:.4f}); shipping {pick}")
     gate: dict[str, Any] = {
         "valid_ndcg@10": {name: shape_mean(r["valid"]) for name, r in results.items()},
         "baselines_valid_ndcg@10": {name: shape_mean(m) for name, m in reference.items()},
