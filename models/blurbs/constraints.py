@@ -159,25 +159,19 @@ def _prefixes(words: set[str]) -> set[str]:
     return {w[:k] for w in words for k in range(1, len(w) + 1)}
 
 
-def _unknown_capitals(capitals: tuple[np.ndarray, tuple[str, ...]], prefixes: set[str]) -> np.ndarray:
+def _foreign_capitals(capitals: tuple[np.ndarray, tuple[str, ...]], prefixes: set[str], *, function_words: bool) -> np.ndarray:
+    """Capitalised tokens that begin no source word: the function words among them ("The" of "The
+    Who" after a name) or, with function_words=False, the rest (a name the source lacks)."""
     ids, words = capitals
     if not ids.size:
         return ids
-    return ids[~np.array([w in prefixes or w in FUNCTION_WORDS for w in words], dtype=bool)]
-
-
-def _function_capitals(capitals: tuple[np.ndarray, tuple[str, ...]], prefixes: set[str]) -> np.ndarray:
-    """Capitalised function words the source does not begin: "The" of "The Who" after a name."""
-    ids, words = capitals
-    if not ids.size:
-        return ids
-    return ids[np.array([w in FUNCTION_WORDS and w not in prefixes for w in words], dtype=bool)]
+    return ids[np.array([w not in prefixes and (w in FUNCTION_WORDS) == function_words for w in words], dtype=bool)]
 
 
 def banned_ids(table: TokenTable, source: str, rules: Rules) -> np.ndarray:
     """Tokens this item's blurb may never use (the step rules of FaithfulDecoding come on top)."""
     src = _tokens(source)
-    ids: list[int] = _unknown_capitals(table.spaced_capitals, _prefixes(src)).tolist()
+    ids: list[int] = _foreign_capitals(table.spaced_capitals, _prefixes(src), function_words=False).tolist()
     listed = COLOURS | MATERIALS | {w for w in SIZES if len(w) > 1} | CLAIMS | rules.attribute_vocab | rules.brands
     for w in listed:
         if w not in src and w.rstrip("s") not in src:
@@ -227,9 +221,10 @@ class FaithfulDecoding:
         self.words = [sorted(_tokens(s)) for s in sources]
         self.prefixes = [_prefixes(set(w)) for w in self.words]
         self.banned_rows = [banned_ids(self.table, s, rules) for s in sources]
-        self.bare_capitals = [_unknown_capitals(self.table.bare_capitals, p) for p in self.prefixes]
-        self.function_capitals = [np.concatenate([_function_capitals(self.table.spaced_capitals, p),
-                                                  _function_capitals(self.table.bare_capitals, p)]) for p in self.prefixes]
+        self.bare_capitals = [_foreign_capitals(self.table.bare_capitals, p, function_words=False) for p in self.prefixes]
+        self.function_capitals = [np.concatenate([_foreign_capitals(self.table.spaced_capitals, p, function_words=True),
+                                                  _foreign_capitals(self.table.bare_capitals, p, function_words=True)])
+                                  for p in self.prefixes]
         self.written = [""] * len(sources)
         self.banned: Any = None
         self.tokenizer = tokenizer
