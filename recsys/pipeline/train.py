@@ -308,7 +308,7 @@ def release_gate(results: dict[str, Any], baselines_valid: dict[str, Any], jobs:
         what = f"{job} requests: " if job else ""
         best_ref = max(refs, key=lambda n: np.nan_to_num(refs[n], nan=-1.0)) if refs else None
         rival = f"baseline:{best_ref}" if pick.startswith("ranker") else "ranker_full"
-        leads[job or "all"] = _lead(per_req, job, pick, rival) if best_ref or not pick.startswith("ranker") else ""
+        leads[job or "all"] = _lead(per_req, job, pick, rival)  # "" when the table lacks either column
         if pick == "ranker_full":
             text = f"{what}shipping the ranker (valid nDCG@10 {figures[pick]:.4f}"
             parts.append(text + (f"; best baseline {best_ref} {refs[best_ref]:.4f})" if best_ref else ")"))
