@@ -147,7 +147,7 @@ def attribute_ceiling(data: Dataset, split, frame: pl.DataFrame, cfg: InterestCo
             out.append((user.unsqueeze(1) * table[cand]).sum(-1))
         return torch.stack(out, -1)
 
-    lists = train_lists(split.train, cfg.history_len, cfg.negatives, cfg.seed, None)
+    lists = train_lists(split.train, cfg.history_len, cfg.negatives, cfg.seed, None, cfg.fill_history_from_later)
     features = matches(history_rows(lists["history"].to_list()),
                        torch.tensor([[row[i] for i in c] for c in lists["candidates"].to_list()]))
     weights = torch.nn.Parameter(torch.ones(len(onehot)))

@@ -82,6 +82,25 @@ def test_histories_use_only_clicks_strictly_before() -> None:
         "b": ["x"], "c": ["x", "z"], "d": []}
 
 
+def test_training_histories_may_borrow_later_clicks_but_validation_never_does() -> None:
+    ev = events([("a", "u", "x", 0, 1), ("a", "u", "y", 0, 0), ("b", "u", "z", 1, 1), ("b", "u", "x", 1, 0),
+                 ("c", "u", "w", 2, 1), ("c", "u", "y", 2, 0), ("d", "v", "x", 2, 1), ("d", "v", "y", 2, 0)])
+    hist = request_histories(requests_of(ev), ev, history_len=2, fill_from_later=True)
+    # a short past is topped up with the user's next clicks; the request's own click never joins it
+    assert dict(zip(hist["request_id"], hist["history"].to_list())) == {
+        "a": ["z", "w"], "b": ["x", "w"], "c": ["x", "z"], "d": []}
+    lists = train_lists(ev, history_len=5, negatives=3, seed=0, max_samples=None, fill_from_later=True)
+    by_req = {r: h for r, h in lists.select("request_id", "history").iter_rows()}
+    assert by_req == {"a": ["z", "w"], "b": ["x", "w"], "c": ["x", "z"]}  # a's first click trains now; v has one click
+    # a request spanning several moments (a session): none of its own clicks joins its history
+    session = events([("s", "u", "x", 0, 0), ("s", "u", "y", 1, 1), ("t", "u", "z", 2, 1)])
+    filled = request_histories(requests_of(session), session, history_len=2, fill_from_later=True)
+    assert dict(zip(filled["request_id"], filled["history"].to_list())) == {"s": ["z"], "t": ["y"]}
+    # the validation frame keeps strictly earlier histories, whatever training did
+    train, valid = ev.filter(pl.col("request_id") == "a"), ev.filter(pl.col("request_id") != "a")
+    assert valid_frame(valid, train, 5, None, 0).filter(pl.col("request_id") == "b")["history"].to_list()[0] == ["x"]
+
+
 def test_train_outputs_and_scorer_fallbacks(ray_local: str, shop: Dataset, tmp_path: Path) -> None:
     from models.interest.scorer import InterestScorer
     from models.interest.train import run

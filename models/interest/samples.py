@@ -10,8 +10,11 @@ import numpy as np
 import polars as pl
 
 
-def request_histories(requests: pl.DataFrame, context: pl.DataFrame, history_len: int) -> pl.DataFrame:
-    """requests (request_id, user_id, ts) -> + `history` (list of item ids, oldest first)."""
+def request_histories(requests: pl.DataFrame, context: pl.DataFrame, history_len: int,
+                      fill_from_later: bool = False) -> pl.DataFrame:
+    """requests (request_id, user_id, ts) -> + `history` (list of item ids, oldest first).
+    fill_from_later (training only): a history shorter than history_len is topped up with the
+    user's earliest clicks strictly after the request, so a user's first clicks train too."""
     clicks = (
         context.filter(pl.col("clicked") == 1)
         .select("user_id", "item_id", "ts")
@@ -27,12 +30,24 @@ def request_histories(requests: pl.DataFrame, context: pl.DataFrame, history_len
     )
     n = (pl.col("k") + 1).fill_null(0)
     start = (n - history_len).clip(lower_bound=0)
-    return (
-        last.join(lists, on="user_id", how="left")
-        .with_columns(history=pl.col("items").fill_null([]).list.slice(start, n - start))
-        .drop("k", "items")
-        .sort("request_id")
-    )
+    out = last.join(lists, on="user_id", how="left").with_columns(
+        history=pl.col("items").fill_null([]).list.slice(start, n - start))
+    if fill_from_later:
+        # after the request's last impression: a session's own later clicks (the sample's positive
+        # among them) must not leak into its history
+        ends = context.group_by("request_id").agg(end=pl.col("ts").max())
+        following = (
+            out.drop("k").join(ends, on="request_id", how="left")
+            .with_columns(end=pl.coalesce("end", "ts")).sort("end")
+            .join_asof(clicks.select("user_id", end="ts", later="k").sort("end"), on="end", by="user_id",
+                       strategy="forward", allow_exact_matches=False, check_sortedness=False)
+            .drop("end")
+        )
+        wanted = history_len - pl.col("history").list.len()
+        out = following.with_columns(history=pl.when(pl.col("later").is_not_null() & (wanted > 0)).then(
+            pl.concat_list("history", pl.col("items").list.slice(pl.col("later").fill_null(0), wanted.clip(lower_bound=0)))
+        ).otherwise(pl.col("history"))).drop("later")
+    return out.drop("k", "items", strict=False).sort("request_id")
 
 
 def requests_of(events: pl.DataFrame) -> pl.DataFrame:
@@ -40,11 +55,11 @@ def requests_of(events: pl.DataFrame) -> pl.DataFrame:
 
 
 def train_lists(train: pl.DataFrame, history_len: int, negatives: int, seed: int,
-                max_samples: int | None) -> pl.DataFrame:
+                max_samples: int | None, fill_from_later: bool = False) -> pl.DataFrame:
     """One row per click with a non-empty history and at least one non-click in its request:
     history, candidates = [clicked, K non-clicked of the same request] (negatives drawn with
     replacement when the request shows fewer than K), labels = [1, 0, ..., 0]."""
-    hist = request_histories(requests_of(train), train, history_len)
+    hist = request_histories(requests_of(train), train, history_len, fill_from_later)
     hist = hist.filter(pl.col("history").list.len() > 0)
     per_req = train.group_by("request_id").agg(
         pos=pl.col("item_id").filter(pl.col("clicked") == 1),

@@ -162,7 +162,8 @@ def run(cfg: InterestConfig, data: Dataset, train_events: pl.DataFrame, valid_ev
     text_table = item_texts(data.items)
     texts, item_index = text_table["item_text"].to_list(), {i: n for n, i in enumerate(text_table["item_id"].to_list())}
     valid = valid_frame(valid_events, train_events, cfg.history_len, cfg.max_valid_requests, cfg.seed)
-    lists = train_lists(train_events, cfg.history_len, cfg.negatives, cfg.seed, cfg.max_train_samples)
+    lists = train_lists(train_events, cfg.history_len, cfg.negatives, cfg.seed, cfg.max_train_samples,
+                        cfg.fill_history_from_later)
     model_dir = out_dir / MODEL_DIR
     ensure_ray()
     adaptor = cfg.trainable_layers == 0
