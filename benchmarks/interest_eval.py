@@ -1,6 +1,6 @@
 """Proof that the interest model learns: test AUC / nDCG@10 against zero-shot, popularity, oracle.
 
-    .venv/bin/python benchmarks/interest_eval.py --datasets news,synth,movielens,mind --out runs/interest_eval
+    .venv/bin/python benchmarks/interest_eval.py --datasets news,synth,movielens,mind --out runs/interest_eval [--news-seed 11]
 
 `--synth sessions_per_user=20` draws a denser synthetic shop from the same generator (same items,
 4x the sessions): the default shop's ~5 sessions per user leave too few clicks per user to learn
@@ -46,20 +46,22 @@ from recsys.pipeline.baselines import OracleScorer, fit_popularity
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
-def prepare(name: str, root: Path, synth_cfg: SynthConfig) -> Dataset:
+def prepare(name: str, root: Path, synth_cfg: SynthConfig, news_seed: int) -> Dataset:
     out = root / name / "data"
     manifest = out / "manifest.json"
-    if name == "synth" and manifest.exists():
-        wanted = {"kind": "synth", **asdict(synth_cfg)}
-        if json.loads(manifest.read_text())["source"] != wanted:  # another --synth: draw it again
-            shutil.rmtree(out)
+    if name in ("synth", "news") and manifest.exists():
+        source = json.loads(manifest.read_text())["source"]
+        stale = (source != {"kind": "synth", **asdict(synth_cfg)} if name == "synth"
+                 else source.get("seed") != news_seed)
+        if stale:  # another --synth or --news-seed: draw it again, and train again on it
+            shutil.rmtree(root / name)
     if not manifest.exists():
         if name == "synth":
             synth(synth_cfg, out)
         elif name == "news":
             from recsys.data.synth_news import NewsConfig, synth_news
 
-            synth_news(NewsConfig(), out)
+            synth_news(NewsConfig(seed=news_seed), out)
         elif name == "movielens":
             from recsys.data.importers.movielens import import_movielens
 
@@ -179,9 +181,13 @@ def quantisation(scorer_dir: Path, texts: list[str]) -> dict:
     return {"texts_per_s_" + k if k != "mean_cosine_fp32_vs_int8" else k: v for k, v in out.items()}
 
 
-def evaluate(name: str, root: Path, cfg: InterestConfig, synth_cfg: SynthConfig) -> dict:
-    data = prepare(name, root, synth_cfg)
+def evaluate(name: str, root: Path, cfg: InterestConfig, synth_cfg: SynthConfig, news_seed: int = 7) -> dict:
+    data = prepare(name, root, synth_cfg, news_seed)
     split = time_split(data.events)
+    trained = root / name / "fine" / "metrics.json"
+    if trained.exists() and json.loads(trained.read_text()).get("config") != json.loads(json.dumps(cfg.to_dict())):
+        for kind in ("fine", "zero"):  # another --set: a finished model would otherwise be reused
+            shutil.rmtree(root / name / kind, ignore_errors=True)
     fine = run(cfg, data, split.train, split.valid, root / name / "fine")
     zero = zero_shot(cfg, data, split.train, split.valid, root / name / "zero", base_vectors=fine / BASE_VECTORS_FILE)
     frame = test_frame(split, cfg.history_len)
@@ -240,13 +246,15 @@ def main() -> None:
     parser.add_argument("--synth", action="append", default=[], metavar="KEY=JSON",
                         help="SynthConfig override for the synthetic shop, e.g. --synth sessions_per_user=20")
     parser.add_argument("--mind-max-steps", type=int, default=20, help="MIND only proves the pipeline runs")
+    parser.add_argument("--news-seed", type=int, default=7,
+                        help="the news analogue's world (the contract benchmark's seeds: 7, 11)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     cfg = InterestConfig(**{k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)})
     synth_cfg = SynthConfig(**{k: json.loads(v) for k, v in (s.split("=", 1) for s in args.synth)})
     for name in args.datasets.split(","):
         c = replace(cfg, max_steps=args.mind_max_steps) if name == "mind" else cfg
-        show(evaluate(name, args.out, c, synth_cfg))
+        show(evaluate(name, args.out, c, synth_cfg, args.news_seed))
 
 
 if __name__ == "__main__":
