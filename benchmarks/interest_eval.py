@@ -53,8 +53,8 @@ def prepare(name: str, root: Path, synth_cfg: SynthConfig, news_seed: int) -> Da
         source = json.loads(manifest.read_text())["source"]
         stale = (source != {"kind": "synth", **asdict(synth_cfg)} if name == "synth"
                  else source.get("seed") != news_seed)
-        if stale:  # another --synth or --news-seed: draw it again, and train again on it
-            shutil.rmtree(root / name)
+        if stale:  # another --synth or --news-seed: draw it again (models.interest.train.run retrains on it)
+            shutil.rmtree(out)
     if not manifest.exists():
         if name == "synth":
             synth(synth_cfg, out)
@@ -184,10 +184,6 @@ def quantisation(scorer_dir: Path, texts: list[str]) -> dict:
 def evaluate(name: str, root: Path, cfg: InterestConfig, synth_cfg: SynthConfig, news_seed: int = 7) -> dict:
     data = prepare(name, root, synth_cfg, news_seed)
     split = time_split(data.events)
-    trained = root / name / "fine" / "metrics.json"
-    if trained.exists() and json.loads(trained.read_text()).get("config") != json.loads(json.dumps(cfg.to_dict())):
-        for kind in ("fine", "zero"):  # another --set: a finished model would otherwise be reused
-            shutil.rmtree(root / name / kind, ignore_errors=True)
     fine = run(cfg, data, split.train, split.valid, root / name / "fine")
     zero = zero_shot(cfg, data, split.train, split.valid, root / name / "zero", base_vectors=fine / BASE_VECTORS_FILE)
     frame = test_frame(split, cfg.history_len)

@@ -137,6 +137,25 @@ def test_train_outputs_and_scorer_fallbacks(ray_local: str, shop: Dataset, tmp_p
 
 
 @pytest.mark.timeout(600)  # two Ray Train driver runs; measured 172-273 s on a loaded 2-core machine
+def test_another_config_or_other_clicks_train_afresh_in_the_same_dir(ray_local: str, shop: Dataset, tmp_path: Path) -> None:
+    from models.interest.train import run
+
+    split, out = time_split(shop.events), tmp_path / "run"
+    steps = lambda: json.loads((out / "metrics.json").read_text())["steps"]  # noqa: E731
+    written = lambda: (out / "model" / "head.pt").stat().st_mtime_ns  # noqa: E731
+    run(TINY, shop, split.train, split.valid, out)
+    assert steps() == 4
+    first = written()
+    run(TINY, shop, split.train, split.valid, out)
+    assert written() == first  # same config, same clicks: the finished model is reused
+    run(replace(TINY, max_steps=2), shop, split.train, split.valid, out)
+    assert steps() == 2 and written() != first  # not the finished 4-step model of the first config
+    second = written()
+    fewer = split.train.filter(pl.col("ts") < split.train["ts"].quantile(0.9))
+    run(replace(TINY, max_steps=2), shop, fewer, split.valid, out)
+    assert written() != second  # other clicks: trained again
+
+
 def test_resume_after_kill(ray_local: str, shop: Dataset, tmp_path: Path) -> None:
     """Kill a training driver once it has written a checkpoint; rerunning resumes from it."""
     from models.interest.train import run

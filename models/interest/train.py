@@ -6,6 +6,7 @@ out_dir/
   metrics.json             final + per-epoch valid auc / ndcg@10 (epoch -1 = the pretrained start),
                            "kept": "fine-tuned" or "pretrained" (no epoch beat the start), samples/s
   ray_train/               Ray Train checkpoints; rerunning with the same out_dir resumes from them
+  made_by.json             the config and clicks of model/ and ray_train/: others train afresh
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 MODEL_DIR, METRICS_FILE, UNKNOWN_USER_FILE, TRAIN_DIR = "model", "metrics.json", "unknown_user.npy", "ray_train"
 CURVES_FILE = "curves.png"
 REPLAY_DIR = "replay"  # the pipeline's twin trained before the ranker's replayed cutoffs
+MADE_BY_FILE = "made_by.json"  # the config and clicks the model/ and checkpoints here come from
 
 
 def _fit(cfg: InterestConfig, lists: pl.DataFrame, texts: list[str], item_index: dict[str, int],
@@ -165,6 +167,8 @@ def run(cfg: InterestConfig, data: Dataset, train_events: pl.DataFrame, valid_ev
     lists = train_lists(train_events, cfg.history_len, cfg.negatives, cfg.seed, cfg.max_train_samples,
                         cfg.fill_history_from_later)
     model_dir = out_dir / MODEL_DIR
+    _forget_other_training(out_dir, {"config": cfg.to_dict(), "train": _fingerprint(train_events),
+                                     "valid": _fingerprint(valid_events)})
     ensure_ray()
     adaptor = cfg.trainable_layers == 0
     base = _base_vectors(cfg, text_table, out_dir, base_vectors) if adaptor else None
@@ -188,6 +192,21 @@ def run(cfg: InterestConfig, data: Dataset, train_events: pl.DataFrame, valid_ev
     np.save(model_dir / UNKNOWN_USER_FILE, _unknown_user(train_events, out_dir))
     _write_metrics(out_dir, cfg, state, lists.height, valid, time.perf_counter() - started)
     return out_dir
+
+
+def _fingerprint(events: pl.DataFrame) -> str:
+    return hashlib.sha256(events.hash_rows(seed=0).to_numpy().tobytes()).hexdigest()
+
+
+def _forget_other_training(out_dir: Path, made_by: dict[str, Any]) -> None:
+    """A finished model/ is reused and a killed run's checkpoint resumed only when they come from
+    this config and these clicks: another `[interest]` setting or other data trains afresh."""
+    record = out_dir / MADE_BY_FILE
+    made_by = json.loads(json.dumps(made_by))  # as it reads back
+    if not record.exists() or json.loads(record.read_text()) != made_by:
+        shutil.rmtree(out_dir / MODEL_DIR, ignore_errors=True)
+        shutil.rmtree(out_dir / TRAIN_DIR, ignore_errors=True)
+        record.write_text(json.dumps(made_by, sort_keys=True) + "\n")
 
 
 def _write_metrics(out_dir: Path, cfg: InterestConfig, state: dict[str, Any], n_lists: int,
