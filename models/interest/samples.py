@@ -14,7 +14,7 @@ def request_histories(requests: pl.DataFrame, context: pl.DataFrame, history_len
                       fill_from_later: bool = False) -> pl.DataFrame:
     """requests (request_id, user_id, ts) -> + `history` (list of item ids, oldest first).
     fill_from_later (training only): a history shorter than history_len is topped up with the
-    user's earliest clicks strictly after the request, so a user's first clicks train too."""
+    user's earliest clicks after the request's last impression, so a user's first clicks train too."""
     clicks = (
         context.filter(pl.col("clicked") == 1)
         .select("user_id", "item_id", "ts")
@@ -37,7 +37,7 @@ def request_histories(requests: pl.DataFrame, context: pl.DataFrame, history_len
         # among them) must not leak into its history
         ends = context.group_by("request_id").agg(end=pl.col("ts").max())
         following = (
-            out.drop("k").join(ends, on="request_id", how="left")
+            out.join(ends, on="request_id", how="left")
             .with_columns(end=pl.coalesce("end", "ts")).sort("end")
             .join_asof(clicks.select("user_id", end="ts", later="k").sort("end"), on="end", by="user_id",
                        strategy="forward", allow_exact_matches=False, check_sortedness=False)
@@ -47,7 +47,7 @@ def request_histories(requests: pl.DataFrame, context: pl.DataFrame, history_len
         out = following.with_columns(history=pl.when(pl.col("later").is_not_null() & (wanted > 0)).then(
             pl.concat_list("history", pl.col("items").list.slice(pl.col("later").fill_null(0), wanted.clip(lower_bound=0)))
         ).otherwise(pl.col("history"))).drop("later")
-    return out.drop("k", "items", strict=False).sort("request_id")
+    return out.drop("k", "items").sort("request_id")
 
 
 def requests_of(events: pl.DataFrame) -> pl.DataFrame:
