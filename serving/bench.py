@@ -178,8 +178,7 @@ def start_floor(response: bytes, options: ServerOptions) -> str:
     from fastapi.responses import Response
     from ray import serve
 
-    from recsys.core.raytools import ensure_ray
-    from serving.deploy import REPLICA_ENV
+    from serving.deploy import start_serve
 
     app = FastAPI()
 
@@ -192,10 +191,9 @@ def start_floor(response: bytes, options: ServerOptions) -> str:
     class Floor:
         pass
 
-    ensure_ray(None)
-    serve.start(http_options={"host": options.host, "port": options.port})
+    start_serve(options)
     serve.run(Floor.options(num_replicas=options.replicas, ray_actor_options={
-        "num_cpus": options.replica_cpus, "runtime_env": {"env_vars": REPLICA_ENV}},
+        "num_cpus": options.replica_cpus, "runtime_env": {"env_vars": options.replica_env}},
         logging_config={"enable_access_log": options.access_log}).bind(), name=FLOOR_APP, route_prefix="/floor")
     return f"http://{options.host}:{options.port}/floor"
 

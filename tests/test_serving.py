@@ -315,8 +315,15 @@ def server(runs: dict):
 
 
 def test_ray_serve_app_over_http_two_replicas_share_feedback(server: str) -> None:
-    import httpx
+    from urllib.parse import urlsplit
 
+    import httpx
+    import psutil
+
+    # the default ingress: HAProxy itself listens on the service's port (no Python proxy in between)
+    port = urlsplit(server).port
+    listening = {c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+    assert listening and {psutil.Process(pid).name() for pid in listening if pid} == {"haproxy"}, listening
     with httpx.Client(base_url=server, timeout=30) as http:
         assert http.get("/healthz").json()["status"] == "ok"
         schema = http.get("/openapi.json").json()
