@@ -178,7 +178,7 @@ def start_floor(response: bytes, options: ServerOptions) -> str:
     from fastapi.responses import Response
     from ray import serve
 
-    from serving.deploy import start_serve
+    from serving.deploy import REPLICA_ENV, start_serve
 
     app = FastAPI()
 
@@ -193,7 +193,7 @@ def start_floor(response: bytes, options: ServerOptions) -> str:
 
     start_serve(options)
     serve.run(Floor.options(num_replicas=options.replicas, ray_actor_options={
-        "num_cpus": options.replica_cpus, "runtime_env": {"env_vars": options.replica_env}},
+        "num_cpus": options.replica_cpus, "runtime_env": {"env_vars": REPLICA_ENV}},
         logging_config={"enable_access_log": options.access_log}).bind(), name=FLOOR_APP, route_prefix="/floor")
     return f"http://{options.host}:{options.port}/floor"
 

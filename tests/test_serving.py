@@ -324,6 +324,7 @@ def test_ray_serve_app_over_http_two_replicas_share_feedback(server: str) -> Non
     port = urlsplit(server).port
     listening = {c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
     assert listening and {psutil.Process(pid).name() for pid in listening if pid} == {"haproxy"}, listening
+    before = haproxy_sessions(listening)
     with httpx.Client(base_url=server, timeout=30) as http:
         assert http.get("/healthz").json()["status"] == "ok"
         schema = http.get("/openapi.json").json()
@@ -341,6 +342,29 @@ def test_ray_serve_app_over_http_two_replicas_share_feedback(server: str) -> Non
         assert all(seen)
         bad = http.post("/v1/rank", json={"user_id": "walk-in", "item_ids": ["a", "a"]})
         assert bad.status_code == 422 and "item_ids.1" in bad.json()["message"]
+    # and HAProxy handed those calls to the replicas themselves, none to its backup (a Python proxy)
+    after = haproxy_sessions(listening)
+    assert after["replicas"] - before["replicas"] >= 12 and after["fallback"] == before["fallback"], (before, after)
+
+
+def haproxy_sessions(pids: set[int]) -> dict[str, int]:
+    """Sessions HAProxy has sent to the app's replicas and to its fallback proxy so far, from its
+    stats page (on one of its other listening ports)."""
+    import httpx
+    import psutil
+
+    ports = {c.laddr.port for pid in pids for c in psutil.Process(pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+    for port in ports:
+        try:
+            page = httpx.get(f"http://127.0.0.1:{port}/stats;csv", timeout=5).text
+        except httpx.HTTPError:
+            continue
+        if page.startswith("# pxname"):
+            rows = [line.split(",") for line in page.splitlines()[1:] if line]
+            servers = [(row[1], int(row[7] or 0)) for row in rows if row[0] == "http-recsys"]  # svname, stot
+            return {"replicas": sum(n for name, n in servers if name.startswith("SERVE_REPLICA")),
+                    "fallback": sum(n for name, n in servers if "fallback" in name)}
+    raise AssertionError(f"no HAProxy stats page on {sorted(ports)}")
 
 
 def test_bench_floor_is_serve_alone_answering_a_fixed_response_beside_the_service(server: str) -> None:
