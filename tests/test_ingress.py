@@ -76,7 +76,7 @@ def test_an_orphaned_serve_haproxy_on_the_port_is_stopped_and_nothing_else(tmp_p
     ]
     try:
         for port in (orphaned, managed, other):
-            wait_until(lambda: bool(listening(port)), seconds=10, what=f"a listener on {port}")
+            wait_until(lambda port=port: bool(listening(port)), seconds=10, what=f"a listener on {port}")
         for port in (orphaned, managed, other):
             reclaim_port(port)
         assert started[0].wait(timeout=10) is not None and not listening(orphaned)  # its parent is no Ray process
