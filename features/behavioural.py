@@ -11,7 +11,7 @@ import polars as pl
 
 from features.pointintime import global_totals, last_before, sums_before, sums_over, totals_before
 from features.registry import KEYS, FeatureContext, FeatureSpec, MomentContext, MomentValues, at_moment, register
-from features.state import UNKNOWN_CATEGORY, LogState, whole_seconds
+from features.state import FOREVER, UNKNOWN_CATEGORY, LogState, whole_seconds
 
 F32 = pl.Float32
 Rate = TypeVar("Rate", pl.Expr, np.ndarray)
@@ -49,16 +49,52 @@ DAY_US, WEEK_US = 86_400_000_000, 7 * 86_400_000_000
 
 def _prior_at(ctx: MomentContext) -> np.ndarray:
     """`_prior` of each target row from the state: the global click rate before its ts."""
-    clicks, shown = ctx.state.everything.counts_many(ctx.ts)
-    return np.divide(clicks, shown, out=np.zeros_like(clicks), where=shown > 0)
+    prior = ctx.shared.get("prior")
+    if prior is None:
+        clicks, shown = global_counts(ctx)
+        prior = ctx.shared["prior"] = np.divide(clicks, shown, out=np.zeros_like(clicks), where=shown > 0)
+    return prior  # type: ignore[no-any-return]
+
+
+def global_counts(ctx: MomentContext, span: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The whole log's (clicks, impressions) before each target row's ts (within `span` µs of
+    it), read once per distinct moment (a request's rows share one) and per call."""
+    key = ("global_counts", span)
+    counts = ctx.shared.get(key)
+    if counts is None:
+        ts = ctx.ts
+        if len(ts) and ts[0] == ts[-1] and bool((ts == ts[0]).all()):  # one moment: a request, a batch at "now"
+            t = int(ts[0])
+            clicks, shown = ctx.state.everything.counts(t, None if span is None else t - span)
+            counts = (np.full(len(ts), clicks), np.full(len(ts), shown))
+        else:
+            moments, inverse = np.unique(ts, return_inverse=True)
+            clicks, shown = ctx.state.everything.counts_many(moments, None if span is None else moments - span)
+            counts = (clicks[inverse], shown[inverse])
+        ctx.shared[key] = counts
+    return counts  # type: ignore[no-any-return]
+
+
+def memo_codes(ctx: MomentContext) -> np.ndarray:
+    """The targets' item codes in the state's item memos, made once per call."""
+    codes = ctx.shared.get("memo_codes")
+    if codes is None:
+        codes = ctx.shared["memo_codes"] = ctx.state.memo_codes(ctx.item_ids)
+    return codes  # type: ignore[no-any-return]
 
 
 def _days(since: np.ndarray, now: np.ndarray) -> np.ma.MaskedArray:
     """Days from `since` (µs; NaN = none) to `now`, as polars computes them; masked (null) for
     none. Numpy throughout: a polars Series per call cost more than the arithmetic."""
+    days, unknown = _days_or_nan(since, now)
+    return np.ma.masked_array(days, mask=unknown)
+
+
+def _days_or_nan(since: np.ndarray, now: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_days` as (days with NaN for none, where none)."""
     unknown = np.isnan(since)
     delta = now - np.where(unknown, 0.0, since).astype(np.int64)
-    return np.ma.masked_array(np.where(unknown, np.nan, whole_seconds(delta) / 86_400.0), mask=unknown)
+    return np.where(unknown, np.nan, whole_seconds(delta) / 86_400.0), unknown
 
 
 def _counts(log: pl.DataFrame) -> pl.DataFrame:
@@ -120,27 +156,25 @@ def _age_days(seconds: pl.Expr) -> pl.Expr:
 @at_moment("item_popularity")
 def item_popularity_at(ctx: MomentContext) -> MomentValues:
     prior = _prior_at(ctx)
-    rows: dict[tuple[str, int], tuple[float, ...]] = {}
-    keys = list(zip(ctx.targets["item_id"].to_list(), ctx.ts.tolist()))
-    items, created_at = ctx.state.items, ctx.state.created
-    for key in keys:
-        if key in rows:
-            continue
-        item, t = key
-        counts = items.get(item)
+    items, created_at, state = ctx.item_ids, ctx.state.created, ctx.state
+
+    def read(row: int, t: int) -> tuple[int, int, tuple[float, ...]]:
+        item = items[row]
+        counts = state.items.get(item)
         created = created_at.get(item)
-        if counts is None:
-            rows[key] = (0.0, 0.0, 0.0, 0.0, 0.0, np.nan, np.nan if created is None else created, 1.0)
-            continue
-        c_1d, c_7d, c_all, s_7d, s_all, first = counts.trail.popularity(t, t - DAY_US, t - WEEK_US)
+        if counts is None:  # no event yet: holds until it has one (the memo is dropped then)
+            return -FOREVER, FOREVER, (0.0, 0.0, 0.0, 0.0, 0.0, np.nan, np.nan if created is None else created, 1.0)
+        lo, hi, (c_1d, c_7d, c_all, s_7d, s_all, first) = counts.trail.popularity_held(t, t - DAY_US, t - WEEK_US)
         since = created if created is not None else first
         last = counts.last_click
-        rows[key] = (c_1d, c_7d, c_all, s_7d, s_all, np.nan if last is None else last, np.nan if since is None else since,
-                     1.0 if first is None else 0.0)
-    v = np.array([rows[key] for key in keys], dtype=np.float64).reshape(-1, 8)
+        return lo, hi, (c_1d, c_7d, c_all, s_7d, s_all, np.nan if last is None else last, np.nan if since is None else since,
+                        1.0 if first is None else 0.0)
+
+    v = state.item_memo(("popularity", DAY_US, WEEK_US), 8).read(memo_codes(ctx), ctx.ts, read)
     c_1d, c_7d, c_all, s_7d, s_all, last, since, new = v.T
-    age = np.ma.filled(_days(since, ctx.ts), 0.0)
-    total_7d, _ = ctx.state.everything.counts_many(ctx.ts, ctx.ts - WEEK_US)
+    days, unknown = _days_or_nan(since, ctx.ts)
+    age = np.where(unknown, 0.0, days)
+    total_7d, _ = global_counts(ctx, WEEK_US)
     return {
         "item_clicks_1d": c_1d,
         "item_clicks_7d": c_7d,
@@ -180,7 +214,7 @@ def user_activity(ctx: FeatureContext) -> pl.DataFrame:
 
 @at_moment("user_activity")
 def user_activity_at(ctx: MomentContext) -> MomentValues:
-    users = [ctx.state.users.get(u) for u in ctx.targets["user_id"].to_list()]
+    users = [ctx.state.users.get(u) for u in ctx.user_ids]
     shown = np.array([u.shown if u else 0.0 for u in users])
     clicks = np.array([u.clicks if u else 0.0 for u in users])
     last = np.array([u.last_click if u and u.last_click is not None else np.nan for u in users], dtype=np.float64)
@@ -238,7 +272,7 @@ def _affinity_sums(ctx: FeatureContext, category: pl.DataFrame, by_category: boo
 @at_moment("user_affinity")
 def user_affinity_at(ctx: MomentContext) -> MomentValues:
     state, n = ctx.state, ctx.targets.height
-    item_ids = ctx.targets["item_id"].to_list()
+    item_ids = ctx.item_ids
     item_code = per_row(item_ids, state.item_code, np.int32)
     category_code = per_row(item_ids, lambda i: state.category_code(state.category.get(i, UNKNOWN_CATEGORY)), np.int32)
     per_category, per_item, clicks_user = np.zeros((n, 2)), np.zeros((n, 2)), np.zeros(n)
@@ -329,16 +363,16 @@ def _short(window: timedelta) -> timedelta:
 @at_moment("item_trend")
 def item_trend_at(ctx: MomentContext) -> MomentValues:
     window = recent_window(ctx)
-    items, none = ctx.state.items, (0.0, 0.0, 0.0)
-    done: dict[tuple[str, int], tuple[float, ...]] = {}  # batch scoring asks for an item many times at one moment
-    keys = list(zip(ctx.targets["item_id"].to_list(), ctx.ts.tolist()))
-    for key in keys:
-        if key not in done:
-            counts = items.get(key[0])
-            t = key[1]
-            done[key] = counts.trail.clicks_since(t, (t - window, t - 2 * window, t - window // 8)) if counts else none
-    c_r, c_r2, short = np.array([done[key] for key in keys], dtype=np.float64).reshape(-1, 3).T
-    total, _ = ctx.state.everything.counts_many(ctx.ts, ctx.ts - window)
+    items, state = ctx.item_ids, ctx.state
+
+    def read(row: int, t: int) -> tuple[int, int, tuple[float, ...]]:
+        counts = state.items.get(items[row])
+        if counts is None:  # no event yet: holds until it has one
+            return -FOREVER, FOREVER, (0.0, 0.0, 0.0)
+        return counts.trail.clicks_since_held(t, (t - window, t - 2 * window, t - window // 8))  # type: ignore[no-any-return]
+
+    c_r, c_r2, short = state.item_memo(("clicks_since", window), 3).read(memo_codes(ctx), ctx.ts, read).T
+    total, _ = global_counts(ctx, window)
     return {
         "item_clicks_recent": c_r,
         "item_click_share_recent": c_r / np.maximum(total, 1.0),
@@ -397,7 +431,7 @@ def user_topic_at(ctx: MomentContext) -> MomentValues:
         return slot.setdefault(topic_of.get(item, UNKNOWN_CATEGORY), len(slot))
 
     n = ctx.targets.height
-    wanted = per_row(ctx.targets["item_id"].to_list(), slot_of)
+    wanted = per_row(ctx.item_ids, slot_of)
     per_topic, clicks_user = np.zeros((n, 2)), np.zeros(n)
     for user_id, rows in rows_by_user(ctx.targets):
         user = ctx.state.users.get(user_id)

@@ -67,9 +67,11 @@ def blurb_features(ctx: FeatureContext) -> pl.DataFrame:
 @at_moment("blurb")
 def blurb_features_at(ctx: MomentContext) -> MomentValues:
     shown = _shown_by_item(ctx.artefacts["blurbs"])
-    rows = [shown.get(item, (None, 0, 1)) for item in ctx.targets["item_id"].to_list()]  # no blurb: 0 words, fallback
+    rows = [shown.get(item, (None, 0, 1)) for item in ctx.item_ids]  # no blurb: 0 words, fallback
     scores = _interest_scores([r[0] for r in rows], histories_at(ctx, history_length(ctx.artefacts["interest"])), ctx.artefacts["interest"])
-    return {"blurb_interest": pl.Series(scores, dtype=pl.Float32), "blurb_words": np.array([r[1] for r in rows], dtype=np.int32),
+    missing = np.array([v is None for v in scores], dtype=bool)
+    interest = np.ma.masked_array(np.array([np.nan if v is None else v for v in scores], dtype=np.float64), mask=missing)
+    return {"blurb_interest": interest.astype(np.float32), "blurb_words": np.array([r[1] for r in rows], dtype=np.int32),
             "blurb_fallback": np.array([r[2] for r in rows], dtype=np.int8)}
 
 

@@ -148,5 +148,5 @@ def collaborative(ctx: FeatureContext) -> pl.DataFrame:
 def collaborative_at(ctx: MomentContext) -> MomentValues:
     model: ItemItem = ctx.artefacts.get("cf") or ItemItem({}, np.zeros((0, 0), np.float32))
     users = ctx.state.users
-    histories = [users[u].clicked_items() if u in users else [] for u in ctx.targets["user_id"].to_list()]
-    return {"cf_score": cf_scores(model, histories, ctx.targets["item_id"].to_list())}
+    histories = [users[u].clicked_items() if u in users else [] for u in ctx.user_ids]
+    return {"cf_score": cf_scores(model, histories, ctx.item_ids)}

@@ -13,6 +13,7 @@ values; tests/test_moment.py checks every group that has one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,18 @@ class MomentContext:
     ts: np.ndarray
     state: LogState
     artefacts: dict[str, Any] = field(default_factory=dict)
+    # what several groups of one call read (the global click rate at each row's moment): made once
+    shared: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @functools.cached_property
+    def item_ids(self) -> list[str]:
+        """targets' item_id as a list, made once for every group that reads it."""
+        return self.targets["item_id"].to_list()  # type: ignore[no-any-return]
+
+    @functools.cached_property
+    def user_ids(self) -> list[str]:
+        """targets' user_id as a list, made once for every group that reads it."""
+        return self.targets["user_id"].to_list()  # type: ignore[no-any-return]
 
 
 MomentValues = dict[str, "np.ndarray | pl.Series"]

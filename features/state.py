@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -45,7 +45,7 @@ def whole_seconds(delta_us: np.ndarray) -> np.ndarray:
     return np.where(delta_us >= 0, delta_us // 1_000_000, -(-delta_us // 1_000_000))
 
 
-_FOREVER = 1 << 62  # µs: beyond any moment
+FOREVER = 1 << 62  # µs: beyond any moment
 
 
 class Trail:
@@ -162,7 +162,7 @@ class Trail:
         """Where each window start `before - span` falls in `ts` (bisect_left), and the moments
         (lo, hi] over which every position stays the same."""
         ts, n = self.ts, len(self.ts)
-        lo, hi = -_FOREVER, _FOREVER
+        lo, hi = -FOREVER, FOREVER
         if self.folded_before is not None:  # a window may not reach before the fold (see _window)
             lo = self.folded_before + max(spans) - 1
         out = []
@@ -178,10 +178,14 @@ class Trail:
     def popularity(self, before: int, day: int, week: int) -> tuple[float, float, float, float, float, int | None]:
         """(clicks since `day`, clicks since `week`, clicks ever, impressions since `week`,
         impressions ever, the first event's time if before `before`), all before `before`."""
+        return self.popularity_held(before, day, week)[2]  # type: ignore[no-any-return]
+
+    def popularity_held(self, before: int, day: int, week: int) -> tuple[int, int, Any]:
+        """`popularity` and the moments (lo, hi] over which it holds: (lo, hi, values)."""
         key = ("popularity", before - day, before - week)
         memo = self._memo.get(key)
         if memo is not None and memo[0] < before <= memo[1]:
-            return memo[2]  # type: ignore[no-any-return]
+            return memo
         self._window(min(day, week))
         (end, d, w), lo, hi = self._positions(before, (0, key[1], key[2]))
         cc, cs = self.cum_clicks, self.cum_shown
@@ -191,22 +195,24 @@ class Trail:
                 first, lo = self.first, max(lo, self.first)
             else:
                 hi = min(hi, self.first)
-        values = (cc[end] - cc[d], cc[end] - cc[w], cc[end], cs[end] - cs[w], cs[end], first)
-        self._memo[key] = (lo, hi, values)
-        return values
+        held = self._memo[key] = (lo, hi, (cc[end] - cc[d], cc[end] - cc[w], cc[end], cs[end] - cs[w], cs[end], first))
+        return held
 
     def clicks_since(self, before: int, sinces: tuple[int, ...]) -> tuple[float, ...]:
         """Clicks of events with ts in [since, before), for each of `sinces`."""
+        return self.clicks_since_held(before, sinces)[2]  # type: ignore[no-any-return]
+
+    def clicks_since_held(self, before: int, sinces: tuple[int, ...]) -> tuple[int, int, Any]:
+        """`clicks_since` and the moments (lo, hi] over which it holds: (lo, hi, values)."""
         key = ("clicks_since", *(before - since for since in sinces))
         memo = self._memo.get(key)
         if memo is not None and memo[0] < before <= memo[1]:
-            return memo[2]  # type: ignore[no-any-return]
+            return memo
         self._window(min(sinces))
         (end, *starts), lo, hi = self._positions(before, (0, *key[1:]))
         cc = self.cum_clicks
-        values = tuple(cc[end] - cc[k] for k in starts)
-        self._memo[key] = (lo, hi, values)
-        return values
+        held = self._memo[key] = (lo, hi, tuple(cc[end] - cc[k] for k in starts))
+        return held
 
     def counts_many(self, before: np.ndarray, since: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """`counts` for arrays of moments at once."""
@@ -220,6 +226,59 @@ class Trail:
             return cc[end], cs[end]
         start = np.searchsorted(ts, since, side="left")
         return cc[end] - cc[start], cs[end] - cs[start]
+
+
+class ItemMemo:
+    """One per-item read (an item's popularity counts, say) for a request's candidates at once:
+    each item's last values and the moments (lo, hi] over which they hold, in arrays by item
+    code, so candidates whose values still hold cost one gather instead of a Python call each
+    (a request reads its candidates at "now", which moves far less often than requests come).
+    `LogState` drops an item's entry when its events change, and every entry when it folds."""
+
+    def __init__(self, width: int) -> None:
+        self.values = np.zeros((0, width), np.float64)
+        self.lo = np.zeros(0, np.int64)
+        self.hi = np.zeros(0, np.int64)  # hi <= lo: nothing held
+
+    def drop(self, code: int | None = None) -> None:
+        """Forget one item's entry (None: every entry)."""
+        if code is None:
+            self.hi[:] = -FOREVER
+        elif code < len(self.hi):
+            self.hi[code] = -FOREVER
+
+    def _grow(self, size: int) -> None:
+        if size > len(self.hi):
+            size = max(size, 2 * len(self.hi))
+            grown = len(self.hi)
+            self.values = np.concatenate([self.values, np.zeros((size - grown, self.values.shape[1]))])
+            self.lo = np.concatenate([self.lo, np.zeros(size - grown, np.int64)])
+            self.hi = np.concatenate([self.hi, np.full(size - grown, -FOREVER, np.int64)])
+
+    def read(self, codes: np.ndarray, ts: np.ndarray, compute: Callable[[int, int], tuple[int, int, Sequence[float]]]) -> np.ndarray:
+        """(len(codes), width) float64: row r is the read of item codes[r] at moment ts[r], from
+        the memo where it holds, else `compute(r, ts[r])` -> (lo, hi, values), kept for the
+        item when it has a code (>= 0; an id nobody knows is computed each time, never kept:
+        a request's made-up ids must not grow memory)."""
+        if len(codes) == 0:
+            return np.zeros((0, self.values.shape[1]))
+        self._grow(max(int(codes.max()) + 1, 1))
+        known = np.maximum(codes, 0)
+        out = self.values[known]
+        lo, hi = self.lo[known], self.hi[known]
+        stale = np.flatnonzero((codes < 0) | (ts <= lo) | (ts > hi))
+        if len(stale):
+            done: dict[tuple[int, int], Sequence[float]] = {}  # a batch asks for an item many times at one moment
+            for r, code, t in zip(stale.tolist(), codes[stale].tolist(), ts[stale].tolist()):
+                key = (code, t) if code >= 0 else (-1 - r, t)
+                values = done.get(key)
+                if values is None:
+                    low, high, values = compute(r, t)
+                    done[key] = values
+                    if code >= 0:
+                        self.values[code], self.lo[code], self.hi[code] = values, low, high
+                out[r] = values
+        return out
 
 
 class Codes:
@@ -403,6 +462,9 @@ class LogState:
         self.horizon: int | None = None  # see set_horizon
         self._folded_at: int | None = None
         self._item_codes, self._category_codes = Codes(), Codes()
+        # per-item reads of a request's candidates (`item_memo`), by a code of each catalog or logged item
+        self._memo_codes: dict[str, int] = {item: k for k, item in enumerate(self.category)}
+        self._memos: dict[tuple, ItemMemo] = {}
         # called with each batch `add` takes in (item_id, ts, clicked columns): sums over keys the
         # state does not know (a run's text topics) follow the log without a pass over every item
         self._listeners: list[Callable[[pl.DataFrame], None]] = []
@@ -420,6 +482,18 @@ class LogState:
     def category_code(self, category: str) -> int:
         """The code users' per-category counts know this category by (-1: never counted)."""
         return self._category_codes.code.get(category, -1)
+
+    def item_memo(self, read: tuple, width: int) -> ItemMemo:
+        """The memo of one per-item read (`read` names it with its parameters, e.g. its windows)."""
+        memo = self._memos.get(read)
+        if memo is None:
+            memo = self._memos[read] = ItemMemo(width)
+        return memo
+
+    def memo_codes(self, item_ids: list[str]) -> np.ndarray:
+        """Each id's code in the item memos (-1: neither in the catalog nor in the log)."""
+        code = self._memo_codes.get
+        return np.fromiter((code(i, -1) for i in item_ids), np.int64, len(item_ids))
 
     def before(self, ts: np.ndarray) -> bool:
         """Whether every event taken in is strictly earlier than every moment in `ts`."""
@@ -446,6 +520,8 @@ class LogState:
         self.everything.fold(edge)
         for counts in self.items.values():
             counts.trail.fold(edge)
+        for memo in self._memos.values():
+            memo.drop()
         self._folded_at = edge
 
     def size(self) -> dict[str, int]:
@@ -492,6 +568,9 @@ class LogState:
                 known = self.items[item] = ItemCounts(Trail(), None)
             known.trail.add(np.asarray(ts, np.int64), np.asarray(clicked, np.float64))
             known.last_click = _later(known.last_click, last_click)
+            code = self._memo_codes.setdefault(item, len(self._memo_codes))
+            for memo in self._memos.values():
+                memo.drop(code)
 
     def _add_users(self, ev: pl.DataFrame) -> None:
         totals = ev.group_by("user_id").agg(

@@ -62,7 +62,7 @@ def max_similarity(scorer: Any, histories: list[list[str]], item_ids: list[str])
 def histories_at(ctx: MomentContext, length: int) -> list[list[str]]:
     """Per target row, the user's last `length` clicks from the state (what `click_histories` gives
     for a moment after the whole log)."""
-    users, ids = ctx.state.users, ctx.targets["user_id"].to_list()
+    users, ids = ctx.state.users, ctx.user_ids
     of_user = {u: users[u].history(length) if u in users else [] for u in set(ids)}  # each user once
     return [of_user[u] for u in ids]
 
@@ -70,7 +70,7 @@ def histories_at(ctx: MomentContext, length: int) -> list[list[str]]:
 @at_moment("interest")
 def interest_at(ctx: MomentContext) -> MomentValues:
     lists = histories_at(ctx, history_length(ctx.artefacts["interest"]))
-    items = ctx.targets["item_id"].to_list()
+    items = ctx.item_ids
     scores = np.asarray(ctx.artefacts["interest"].score(lists, items), dtype=np.float32)
     return {"interest_score": scores, "interest_history_len": np.array([len(h) for h in lists], dtype=np.int32),
             "interest_max": max_similarity(ctx.artefacts["interest"], lists, items)}

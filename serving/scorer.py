@@ -114,9 +114,9 @@ class Scorer:
         if state is not None and self.has_twins:
             ts = micros(targets["ts"]) if ts is None else ts
             if state.before(ts):
-                moment = moment_features(self.groups, MomentContext(targets, ts, state, self.artefacts))
-                return FeatureRows(targets["user_id"].to_list(), targets["item_id"].to_list(),
-                                   moment.matrix(self.ranker.features), moment=moment)
+                ctx = MomentContext(targets, ts, state, self.artefacts)
+                moment = moment_features(self.groups, ctx)
+                return FeatureRows(ctx.user_ids, ctx.item_ids, moment.matrix(self.ranker.features), moment=moment)
             if log is None:
                 raise ValueError("features_of: targets earlier than the state's last event need the log")
         context = FeatureContext(targets, self.log if log is None else log, self.items, self.artefacts, totals)

@@ -184,6 +184,34 @@ def test_folded_counters_give_the_point_in_time_features(rows, cuts, shuffle, af
     assert_frame_equal(counters, polars_path)
 
 
+@settings(max_examples=int(os.environ.get("RECSYS_FUZZ_EXAMPLES", "150")) // 3, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(**STREAM)
+def test_counters_read_between_pieces_of_feedback_give_the_point_in_time_features(rows, cuts, shuffle, after, pairs) -> None:
+    """A live state is read after every piece of feedback (late events too, and folds): what a
+    read memoized (`features.state.ItemMemo`, kept across pieces for the items they did not
+    touch) always equals the polars features of the log taken in so far."""
+    log = events(rows)
+    order = list(range(log.height))
+    shuffle.shuffle(order)
+    state = LogState(CATALOG)
+    state.set_horizon(horizon_of(ARTEFACTS))
+    bounds = sorted({0, log.height, *[min(c, log.height) for c in cuts], *range(0, log.height, 7)})
+    taken: list[int] = []
+    for start, end in zip(bounds, bounds[1:]):
+        state.add(log[order[start:end]])
+        taken += order[start:end]
+        so_far = log[sorted(taken)]
+        last = so_far["ts"].max() or T0
+        for a in after:  # one request per moment, in turn, each reading the memos the last left
+            targets = pl.DataFrame({
+                "request_id": [f"q-{u}" for u, _ in pairs], "user_id": [u for u, _ in pairs],
+                "item_id": [i for _, i in pairs], "ts": [last + timedelta(microseconds=a)] * len(pairs),
+            }, schema={"request_id": pl.String, "user_id": pl.String, "item_id": pl.String, "ts": pl.Datetime("us", "UTC")})
+            polars_path, counters = both(so_far, state, targets)
+            assert_frame_equal(counters, polars_path)
+
+
 def stream(days: int, per_day: int = 40, seed: int = 0) -> pl.DataFrame:
     """`per_day` events a day at random moments, every user and item, a click in four."""
     rng = np.random.default_rng(seed)
