@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from features.history import click_histories
+from features.history import click_histories, rows_by_history
 from features.registry import KEYS, FeatureContext, FeatureSpec, MomentContext, MomentValues, at_moment, register
 from features.text import histories_at, history_length
 from features.vectors import paired_scores
@@ -37,10 +37,12 @@ def _interest_scores(blurb_texts: list[str | None], hists: list[list[str]], scor
     texts = sorted({blurb_texts[i] for i in rows})  # type: ignore[type-var]
     text_vecs = np.asarray(scorer.encode_texts(texts))
     text_at = {t: j for j, t in enumerate(texts)}
-    keys = sorted({tuple(hists[i]) for i in rows})
+    by_history = rows_by_history([hists[i] for i in rows])  # positions in `rows`
+    keys = sorted(by_history)
     user_vecs = np.asarray(scorer.user_vectors([list(h) for h in keys]))
-    hist_at = {h: j for j, h in enumerate(keys)}
-    which = np.array([hist_at[tuple(hists[i])] for i in rows], dtype=np.int64)
+    which = np.empty(len(rows), dtype=np.int64)
+    for j, key in enumerate(keys):
+        which[by_history[key]] = j
     text_rows = np.array([text_at[blurb_texts[i]] for i in rows], dtype=np.int64)
     for i, score in zip(rows, paired_scores(user_vecs, which, text_vecs.__getitem__, text_rows).tolist()):
         scores[i] = score

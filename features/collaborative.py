@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from features.history import rows_by_history
 from features.registry import KEYS, FeatureContext, FeatureSpec, MomentContext, MomentValues, at_moment, register
 
 MAX_ITEMS = 2500  # the most-clicked items get weights: a dense n x n inverse, ~1 s at 2.5k items on 2 cores
@@ -65,14 +66,11 @@ def cf_scores(model: ItemItem, histories: list[list[str]], items: list[str]) -> 
     if model.size == 0 or not items:
         return out
     item_col = np.array([model.index.get(i, -1) for i in items], dtype=np.int64)
-    by_history: dict[tuple[str, ...], list[int]] = {}
-    for row, history in enumerate(histories):
-        if history and item_col[row] >= 0:
-            by_history.setdefault(tuple(sorted(set(history))), []).append(row)
-    for key, rows in by_history.items():
+    for key, rows in rows_by_history(histories, lambda h: tuple(sorted(set(h)))).items():
         clicked = sorted(j for j in (model.index.get(i) for i in key) if j is not None)
-        if clicked:
-            mine = np.array(rows, dtype=np.int64)
+        mine = np.array(rows, dtype=np.int64)
+        mine = mine[item_col[mine] >= 0]
+        if clicked and len(mine):
             block = model.weights[np.ix_(clicked, item_col[mine])]
             # cumsum adds in order (np.add.reduce may sum pairwise); + 0 as the product's start
             total = np.cumsum(block, axis=0, dtype=np.result_type(np.float32, block.dtype))[-1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Sequence
+
 import polars as pl
 
 
@@ -23,3 +25,17 @@ def click_histories(log: pl.DataFrame, moments: pl.DataFrame, length: int) -> pl
         "user_id", "ts",
         history=pl.col("items").list.slice(start, pl.col("n_before") - start),
     )
+
+
+def rows_by_history(histories: Sequence[list[str]], key: Callable[[list[str]], Hashable] = tuple) -> dict[Hashable, list[int]]:
+    """Row numbers grouped by `key(history)`, in order of first appearance. The key is made once
+    per distinct list object: a request's rows share their user's history list (the live state
+    hands out one per user until their next click), so 100 candidates cost one key, not 100."""
+    out: dict[Hashable, list[int]] = {}
+    seen: dict[int, list[int]] = {}  # id(list) -> its key's rows; `histories` keeps every list alive meanwhile
+    for row, history in enumerate(histories):
+        rows = seen.get(id(history))
+        if rows is None:
+            rows = seen[id(history)] = out.setdefault(key(history), [])
+        rows.append(row)
+    return out

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from features.history import click_histories
+from features.history import click_histories, rows_by_history
 from features.registry import KEYS, FeatureContext, FeatureSpec, MomentContext, MomentValues, at_moment, register
 
 
@@ -42,10 +42,7 @@ def max_similarity(scorer: Any, histories: list[list[str]], item_ids: list[str])
     reader of several topics matches an item of any one of them (the mean of the history does
     not). 0 without history or vector."""
     out = np.zeros(len(item_ids), dtype=np.float32)
-    by_history: dict[tuple[str, ...], list[int]] = {}
-    for row, history in enumerate(histories):
-        if history:
-            by_history.setdefault(tuple(history), []).append(row)
+    by_history = {key: rows for key, rows in rows_by_history(histories).items() if key}
     if not by_history:
         return out
     ids = sorted({i for h in by_history for i in h} | set(item_ids))

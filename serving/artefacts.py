@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from features.history import rows_by_history
 from features.vectors import paired_scores
 from recsys.core.config import RunConfig
 from recsys.core.stopwatch import stage
@@ -75,9 +76,10 @@ class UserVectorCache:
         if len(histories) != len(item_ids):
             raise ValueError(f"score: {len(histories)} histories but {len(item_ids)} item ids")
         length = self.scorer.cfg.history_len
-        keys = [tuple(h[-length:]) for h in histories]
-        distinct: dict[tuple[str, ...], int] = {}
-        which = np.array([distinct.setdefault(k, len(distinct)) for k in keys], dtype=np.int64)
+        distinct = rows_by_history(histories, lambda h: tuple(h[-length:]))
+        which = np.empty(len(histories), dtype=np.int64)
+        for n, rows in enumerate(distinct.values()):
+            which[rows] = n
         return paired_scores(self.user_vectors([list(k) for k in distinct]), which, self.item_vectors, item_ids)
 
     def __getattr__(self, name: str) -> Any:  # item_vectors, encode_texts, cfg, ...
