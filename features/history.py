@@ -32,10 +32,12 @@ def rows_by_history(histories: Sequence[list[str]], key: Callable[[list[str]], H
     per distinct list object: a request's rows share their user's history list (the live state
     hands out one per user until their next click), so 100 candidates cost one key, not 100."""
     out: dict[Hashable, list[int]] = {}
-    seen: dict[int, list[int]] = {}  # id(list) -> its key's rows; `histories` keeps every list alive meanwhile
+    # id(list) -> (the list, its key's rows): holding the list keeps its id from being reused by
+    # another (a polars Series, say, hands out a fresh list per row)
+    seen: dict[int, tuple[list[str], list[int]]] = {}
     for row, history in enumerate(histories):
-        rows = seen.get(id(history))
-        if rows is None:
-            rows = seen[id(history)] = out.setdefault(key(history), [])
-        rows.append(row)
+        known = seen.get(id(history))
+        if known is None:
+            known = seen[id(history)] = (history, out.setdefault(key(history), []))
+        known[1].append(row)
     return out

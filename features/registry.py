@@ -67,7 +67,7 @@ class MomentContext:
     state: LogState
     artefacts: dict[str, Any] = field(default_factory=dict)
     # what several groups of one call read (the global click rate at each row's moment): made once
-    shared: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    shared: dict[Any, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @functools.cached_property
     def item_ids(self) -> list[str]:

@@ -22,6 +22,7 @@ wrong value.
 from __future__ import annotations
 
 import bisect
+import threading
 from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -239,13 +240,17 @@ class ItemMemo:
         self.values = np.zeros((0, width), np.float64)
         self.lo = np.zeros(0, np.int64)
         self.hi = np.zeros(0, np.int64)  # hi <= lo: nothing held
+        # an entry is three writes (values, lo, hi): two readers at once must not pair one's
+        # values with the other's span (serving reads under its own lock; a library caller may not)
+        self._lock = threading.Lock()
 
     def drop(self, code: int | None = None) -> None:
         """Forget one item's entry (None: every entry)."""
-        if code is None:
-            self.hi[:] = -FOREVER
-        elif code < len(self.hi):
-            self.hi[code] = -FOREVER
+        with self._lock:
+            if code is None:
+                self.hi[:] = -FOREVER
+            elif code < len(self.hi):
+                self.hi[code] = -FOREVER
 
     def _grow(self, size: int) -> None:
         if size > len(self.hi):
@@ -262,6 +267,10 @@ class ItemMemo:
         a request's made-up ids must not grow memory)."""
         if len(codes) == 0:
             return np.zeros((0, self.values.shape[1]))
+        with self._lock:
+            return self._read(codes, ts, compute)
+
+    def _read(self, codes: np.ndarray, ts: np.ndarray, compute: Callable[[int, int], tuple[int, int, Sequence[float]]]) -> np.ndarray:
         self._grow(max(int(codes.max()) + 1, 1))
         known = np.maximum(codes, 0)
         out = self.values[known]

@@ -290,3 +290,16 @@ def test_rows_by_user_gives_each_users_rows_in_order_for_a_request_and_for_a_bat
             expected.setdefault(user, []).append(row)
         got = {user: rows.tolist() for user, rows in rows_by_user(pl.DataFrame({"user_id": users}))}
         assert got == expected
+
+
+def test_rows_by_history_groups_by_value_whatever_lists_the_rows_hand_over() -> None:
+    """Shared list objects (a request's rows) and a fresh list per row (a polars Series hands
+    those out, and a freed list's id is reused) group the same."""
+    from features.history import rows_by_history
+
+    shared = [["a"], ["b", "a"]]
+    rows = [shared[k % 2] for k in range(6)]
+    assert rows_by_history(rows) == {("a",): [0, 2, 4], ("b", "a"): [1, 3, 5]}
+    fresh = pl.Series([[str(k)] for k in range(2000)])
+    grouped = rows_by_history(fresh)
+    assert len(grouped) == 2000 and grouped[("7",)] == [7]
