@@ -273,8 +273,7 @@ def _affinity_sums(ctx: FeatureContext, category: pl.DataFrame, by_category: boo
 def user_affinity_at(ctx: MomentContext) -> MomentValues:
     state, n = ctx.state, ctx.targets.height
     item_ids = ctx.item_ids
-    item_code = per_row(item_ids, state.item_code, np.int32)
-    category_code = per_row(item_ids, lambda i: state.category_code(state.category.get(i, UNKNOWN_CATEGORY)), np.int32)
+    item_code, category_code = state.user_codes(item_ids)
     per_category, per_item, clicks_user = np.zeros((n, 2)), np.zeros((n, 2)), np.zeros(n)
     for user_id, rows in rows_by_user(ctx.targets):  # one numpy lookup per user, not a dict per row
         user = state.users.get(user_id)

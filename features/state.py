@@ -484,14 +484,6 @@ class LogState:
         state.add(log)
         return state
 
-    def item_code(self, item_id: str) -> int:
-        """The code users' per-item counts know this item by (-1: no user has seen it)."""
-        return self._item_codes.code.get(item_id, -1)
-
-    def category_code(self, category: str) -> int:
-        """The code users' per-category counts know this category by (-1: never counted)."""
-        return self._category_codes.code.get(category, -1)
-
     def item_memo(self, read: tuple, width: int) -> ItemMemo:
         """The memo of one per-item read (`read` names it with its parameters, e.g. its windows)."""
         memo = self._memos.get(read)
@@ -502,7 +494,14 @@ class LogState:
     def memo_codes(self, item_ids: list[str]) -> np.ndarray:
         """Each id's code in the item memos (-1: neither in the catalog nor in the log)."""
         code = self._memo_codes.get
-        return np.fromiter((code(i, -1) for i in item_ids), np.int64, len(item_ids))
+        return np.array([code(i, -1) for i in item_ids], dtype=np.int64)
+
+    def user_codes(self, item_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Each id's code in users' per-item counts and its category's in their per-category
+        counts (int32; -1: no user's counts have it yet)."""
+        item, category_code, category = self._item_codes.code.get, self._category_codes.code.get, self.category.get
+        return (np.array([item(i, -1) for i in item_ids], dtype=np.int32),
+                np.array([category_code(category(i, UNKNOWN_CATEGORY), -1) for i in item_ids], dtype=np.int32))
 
     def before(self, ts: np.ndarray) -> bool:
         """Whether every event taken in is strictly earlier than every moment in `ts`."""

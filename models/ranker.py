@@ -109,8 +109,12 @@ class RoutedRanker:
 
     def predict(self, frame: pl.DataFrame | np.ndarray, num_threads: int = 0) -> np.ndarray:
         values = frame if isinstance(frame, np.ndarray) else self.matrix(frame)
+        routed = self._routed(values)
+        if len(routed) == 1 and routed[0][1].all():  # one route for every row (a request): columns only
+            name = routed[0][0]
+            return np.asarray(self.routes[name].predict(values[:, self._columns[name]], num_threads=num_threads), dtype=np.float64)
         out = np.zeros(len(values))
-        for name, rows in self._routed(values):
+        for name, rows in routed:
             # one gather of the route's rows and columns (two would copy a batch's matrix twice)
             out[rows] = self.routes[name].predict(values[np.ix_(np.flatnonzero(rows), self._columns[name])], num_threads=num_threads)
         return out
@@ -121,7 +125,8 @@ class RoutedRanker:
         values = frame if isinstance(frame, np.ndarray) else self.matrix(frame)
         out = np.zeros((len(values), len(self.features) + 1))
         for name, rows in self._routed(values):
-            part = self.routes[name].contributions(values[rows][:, self._columns[name]], num_threads=num_threads)
+            mine = values[:, self._columns[name]] if rows.all() else values[rows][:, self._columns[name]]
+            part = self.routes[name].contributions(mine, num_threads=num_threads)
             out[np.ix_(np.flatnonzero(rows), np.append(self._columns[name], len(self.features)))] = part
         return out
 

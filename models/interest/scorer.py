@@ -91,9 +91,10 @@ class InterestScorer:
     def item_vectors(self, item_ids: list[str]) -> np.ndarray:
         """(n, d) cached vectors; ids not in the cache get a zero row."""
         rows = np.array([self.row.get(i, -1) for i in item_ids], dtype=np.int64)
-        out = np.zeros((len(item_ids), self.dim), np.float32)
-        known = rows >= 0
-        out[known] = self.vectors[rows[known]]
+        if not len(self.vectors):
+            return np.zeros((len(item_ids), self.dim), np.float32)
+        out = self.vectors[np.maximum(rows, 0)].astype(np.float32, copy=False)  # one gather; unknown rows zeroed below
+        out[rows < 0] = 0.0
         return out
 
     def user_vectors(self, histories: list[list[str]]) -> np.ndarray:
