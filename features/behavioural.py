@@ -49,38 +49,32 @@ DAY_US, WEEK_US = 86_400_000_000, 7 * 86_400_000_000
 
 def _prior_at(ctx: MomentContext) -> np.ndarray:
     """`_prior` of each target row from the state: the global click rate before its ts."""
-    prior = ctx.shared.get("prior")
-    if prior is None:
+    def prior() -> np.ndarray:
         clicks, shown = global_counts(ctx)
-        prior = ctx.shared["prior"] = np.divide(clicks, shown, out=np.zeros_like(clicks), where=shown > 0)
-    return prior  # type: ignore[no-any-return]
+        return np.divide(clicks, shown, out=np.zeros_like(clicks), where=shown > 0)
+
+    return ctx.once("prior", prior)  # type: ignore[no-any-return]
 
 
 def global_counts(ctx: MomentContext, span: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The whole log's (clicks, impressions) before each target row's ts (within `span` µs of
     it), read once per distinct moment (a request's rows share one) and per call."""
-    key = ("global_counts", span)
-    counts = ctx.shared.get(key)
-    if counts is None:
+    def counts() -> tuple[np.ndarray, np.ndarray]:
         ts = ctx.ts
         if len(ts) and ts[0] == ts[-1] and bool((ts == ts[0]).all()):  # one moment: a request, a batch at "now"
             t = int(ts[0])
             clicks, shown = ctx.state.everything.counts(t, None if span is None else t - span)
-            counts = (np.full(len(ts), clicks), np.full(len(ts), shown))
-        else:
-            moments, inverse = np.unique(ts, return_inverse=True)
-            clicks, shown = ctx.state.everything.counts_many(moments, None if span is None else moments - span)
-            counts = (clicks[inverse], shown[inverse])
-        ctx.shared[key] = counts
-    return counts  # type: ignore[no-any-return]
+            return np.full(len(ts), clicks), np.full(len(ts), shown)
+        moments, inverse = np.unique(ts, return_inverse=True)
+        clicks, shown = ctx.state.everything.counts_many(moments, None if span is None else moments - span)
+        return clicks[inverse], shown[inverse]
+
+    return ctx.once(("global_counts", span), counts)  # type: ignore[no-any-return]
 
 
 def memo_codes(ctx: MomentContext) -> np.ndarray:
     """The targets' item codes in the state's item memos, made once per call."""
-    codes = ctx.shared.get("memo_codes")
-    if codes is None:
-        codes = ctx.shared["memo_codes"] = ctx.state.memo_codes(ctx.item_ids)
-    return codes  # type: ignore[no-any-return]
+    return ctx.once("memo_codes", lambda: ctx.state.memo_codes(ctx.item_ids))  # type: ignore[no-any-return]
 
 
 def _days(since: np.ndarray, now: np.ndarray) -> np.ma.MaskedArray:
@@ -164,7 +158,7 @@ def item_popularity_at(ctx: MomentContext) -> MomentValues:
         created = created_at.get(item)
         if counts is None:  # no event yet: holds until it has one (the memo is dropped then)
             return -FOREVER, FOREVER, (0.0, 0.0, 0.0, 0.0, 0.0, np.nan, np.nan if created is None else created, 1.0)
-        lo, hi, (c_1d, c_7d, c_all, s_7d, s_all, first) = counts.trail.popularity_held(t, t - DAY_US, t - WEEK_US)
+        lo, hi, (c_1d, c_7d, c_all, s_7d, s_all, first) = counts.trail.popularity(t, t - DAY_US, t - WEEK_US)
         since = created if created is not None else first
         last = counts.last_click
         return lo, hi, (c_1d, c_7d, c_all, s_7d, s_all, np.nan if last is None else last, np.nan if since is None else since,
@@ -368,7 +362,7 @@ def item_trend_at(ctx: MomentContext) -> MomentValues:
         counts = state.items.get(items[row])
         if counts is None:  # no event yet: holds until it has one
             return -FOREVER, FOREVER, (0.0, 0.0, 0.0)
-        return counts.trail.clicks_since_held(t, (t - window, t - 2 * window, t - window // 8))  # type: ignore[no-any-return]
+        return counts.trail.clicks_since(t, (t - window, t - 2 * window, t - window // 8))  # type: ignore[no-any-return]
 
     c_r, c_r2, short = state.item_memo(("clicks_since", window), 3).read(memo_codes(ctx), ctx.ts, read).T
     total, _ = global_counts(ctx, window)

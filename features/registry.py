@@ -66,8 +66,14 @@ class MomentContext:
     ts: np.ndarray
     state: LogState
     artefacts: dict[str, Any] = field(default_factory=dict)
-    # what several groups of one call read (the global click rate at each row's moment): made once
+    # what several groups of one call read (the global click rate at each row's moment): see `once`
     shared: dict[Any, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def once(self, key: Any, make: Callable[[], Any]) -> Any:
+        """`make()`, made on the first ask for `key` in this call and shared by every later ask."""
+        if key not in self.shared:
+            self.shared[key] = make()
+        return self.shared[key]
 
     @functools.cached_property
     def item_ids(self) -> list[str]:

@@ -55,11 +55,10 @@ class Trail:
     entries; the first holds the events folded away). array.array, not numpy: grown in place,
     and a scalar bisect on it costs far less than np.searchsorted's per-call overhead.
 
-    Reads at a moment are memoized with the span of moments over which they hold (no event
-    enters or leaves any of their windows there), until the trail changes: a request reads an
-    item's trail at "now", and "now" moves far less often than requests come."""
+    Reads at a moment also give the span of moments over which their values hold (no event
+    enters or leaves any of their windows there): `ItemMemo` keeps them for that span."""
 
-    __slots__ = ("ts", "cum_clicks", "cum_shown", "first", "folded_before", "_memo")
+    __slots__ = ("ts", "cum_clicks", "cum_shown", "first", "folded_before")
 
     def __init__(self) -> None:
         self.ts = array("q")
@@ -67,8 +66,6 @@ class Trail:
         self.cum_shown = array("d", [0.0])
         self.first: int | None = None  # the earliest event's moment, folded or not
         self.folded_before: int | None = None  # events before this moment are only in the totals
-        # (read, spans) -> (lo, hi, values): the values of that read at any moment in (lo, hi]
-        self._memo: dict[tuple, tuple[int, int, Any]] = {}
 
     @staticmethod
     def of(ts: np.ndarray, clicked: np.ndarray) -> Trail:
@@ -87,7 +84,6 @@ class Trail:
         """Take in events (µs; 1.0 a click, 0.0 not) in any order."""
         if len(ts) == 0:
             return
-        self._memo.clear()
         if len(ts) == 1:  # the usual case per item and feedback call
             t, c = int(ts[0]), float(clicked[0])
             self.first = t if self.first is None or t < self.first else self.first
@@ -137,7 +133,6 @@ class Trail:
     def fold(self, before: int) -> None:
         """Keep the events before `before` only in the totals: counts over all time stay, a
         window may no longer start before `before`."""
-        self._memo.clear()
         k = bisect.bisect_left(self.ts, before)
         if k:
             del self.ts[:k]
@@ -176,19 +171,12 @@ class Trail:
                 hi = min(hi, ts[k] + span)
         return out, lo, hi
 
-    def popularity(self, before: int, day: int, week: int) -> tuple[float, float, float, float, float, int | None]:
-        """(clicks since `day`, clicks since `week`, clicks ever, impressions since `week`,
-        impressions ever, the first event's time if before `before`), all before `before`."""
-        return self.popularity_held(before, day, week)[2]  # type: ignore[no-any-return]
-
-    def popularity_held(self, before: int, day: int, week: int) -> tuple[int, int, Any]:
-        """`popularity` and the moments (lo, hi] over which it holds: (lo, hi, values)."""
-        key = ("popularity", before - day, before - week)
-        memo = self._memo.get(key)
-        if memo is not None and memo[0] < before <= memo[1]:
-            return memo
+    def popularity(self, before: int, day: int, week: int) -> tuple[int, int, Any]:
+        """(lo, hi, values): values = (clicks since `day`, clicks since `week`, clicks ever,
+        impressions since `week`, impressions ever, the first event's time if before `before`),
+        all before `before`; they hold for every moment in (lo, hi]."""
         self._window(min(day, week))
-        (end, d, w), lo, hi = self._positions(before, (0, key[1], key[2]))
+        (end, d, w), lo, hi = self._positions(before, (0, before - day, before - week))
         cc, cs = self.cum_clicks, self.cum_shown
         first = None
         if self.first is not None:
@@ -196,24 +184,15 @@ class Trail:
                 first, lo = self.first, max(lo, self.first)
             else:
                 hi = min(hi, self.first)
-        held = self._memo[key] = (lo, hi, (cc[end] - cc[d], cc[end] - cc[w], cc[end], cs[end] - cs[w], cs[end], first))
-        return held
+        return lo, hi, (cc[end] - cc[d], cc[end] - cc[w], cc[end], cs[end] - cs[w], cs[end], first)
 
-    def clicks_since(self, before: int, sinces: tuple[int, ...]) -> tuple[float, ...]:
-        """Clicks of events with ts in [since, before), for each of `sinces`."""
-        return self.clicks_since_held(before, sinces)[2]  # type: ignore[no-any-return]
-
-    def clicks_since_held(self, before: int, sinces: tuple[int, ...]) -> tuple[int, int, Any]:
-        """`clicks_since` and the moments (lo, hi] over which it holds: (lo, hi, values)."""
-        key = ("clicks_since", *(before - since for since in sinces))
-        memo = self._memo.get(key)
-        if memo is not None and memo[0] < before <= memo[1]:
-            return memo
+    def clicks_since(self, before: int, sinces: tuple[int, ...]) -> tuple[int, int, Any]:
+        """(lo, hi, values): values = the clicks of events with ts in [since, before), for each
+        of `sinces`; they hold for every moment in (lo, hi]."""
         self._window(min(sinces))
-        (end, *starts), lo, hi = self._positions(before, (0, *key[1:]))
+        (end, *starts), lo, hi = self._positions(before, (0, *(before - since for since in sinces)))
         cc = self.cum_clicks
-        held = self._memo[key] = (lo, hi, tuple(cc[end] - cc[k] for k in starts))
-        return held
+        return lo, hi, tuple(cc[end] - cc[k] for k in starts)
 
     def counts_many(self, before: np.ndarray, since: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """`counts` for arrays of moments at once."""
@@ -276,17 +255,17 @@ class ItemMemo:
         out = self.values[known]
         lo, hi = self.lo[known], self.hi[known]
         stale = np.flatnonzero((codes < 0) | (ts <= lo) | (ts > hi))
-        if len(stale):
-            done: dict[tuple[int, int], Sequence[float]] = {}  # a batch asks for an item many times at one moment
-            for r, code, t in zip(stale.tolist(), codes[stale].tolist(), ts[stale].tolist()):
-                key = (code, t) if code >= 0 else (-1 - r, t)
-                values = done.get(key)
-                if values is None:
-                    low, high, values = compute(r, t)
-                    done[key] = values
-                    if code >= 0:
-                        self.values[code], self.lo[code], self.hi[code] = values, low, high
-                out[r] = values
+        done: dict[tuple[int, int], Sequence[float]] = {}  # a batch asks for an item many times at one moment
+        for r, code, t in zip(stale.tolist(), codes[stale].tolist(), ts[stale].tolist()):
+            if code < 0:  # unknown: computed, never kept
+                out[r] = compute(r, t)[2]
+                continue
+            values = done.get((code, t))
+            if values is None:
+                low, high, values = compute(r, t)
+                done[code, t] = values
+                self.values[code], self.lo[code], self.hi[code] = values, low, high
+            out[r] = values
         return out
 
 

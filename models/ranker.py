@@ -107,16 +107,17 @@ class RoutedRanker:
         catalog = self.route_of(values) if len(values) else np.zeros(0, dtype=bool)
         return [(name, rows) for name, rows in (("catalog", catalog), ("page", ~catalog)) if rows.any()]
 
+    def _inputs(self, values: np.ndarray, name: str, rows: np.ndarray) -> np.ndarray:
+        """The route's rows and columns of `values` in one gather (two would copy a batch's matrix
+        twice); a route that has every row (a request's rows share one) takes columns only."""
+        columns = self._columns[name]
+        return values[:, columns] if rows.all() else values[np.ix_(np.flatnonzero(rows), columns)]
+
     def predict(self, frame: pl.DataFrame | np.ndarray, num_threads: int = 0) -> np.ndarray:
         values = frame if isinstance(frame, np.ndarray) else self.matrix(frame)
-        routed = self._routed(values)
-        if len(routed) == 1 and routed[0][1].all():  # one route for every row (a request): columns only
-            name = routed[0][0]
-            return np.asarray(self.routes[name].predict(values[:, self._columns[name]], num_threads=num_threads), dtype=np.float64)
         out = np.zeros(len(values))
-        for name, rows in routed:
-            # one gather of the route's rows and columns (two would copy a batch's matrix twice)
-            out[rows] = self.routes[name].predict(values[np.ix_(np.flatnonzero(rows), self._columns[name])], num_threads=num_threads)
+        for name, rows in self._routed(values):
+            out[rows] = self.routes[name].predict(self._inputs(values, name, rows), num_threads=num_threads)
         return out
 
     def contributions(self, frame: pl.DataFrame | np.ndarray, num_threads: int = 1) -> np.ndarray:
@@ -125,8 +126,7 @@ class RoutedRanker:
         values = frame if isinstance(frame, np.ndarray) else self.matrix(frame)
         out = np.zeros((len(values), len(self.features) + 1))
         for name, rows in self._routed(values):
-            mine = values[:, self._columns[name]] if rows.all() else values[rows][:, self._columns[name]]
-            part = self.routes[name].contributions(mine, num_threads=num_threads)
+            part = self.routes[name].contributions(self._inputs(values, name, rows), num_threads=num_threads)
             out[np.ix_(np.flatnonzero(rows), np.append(self._columns[name], len(self.features)))] = part
         return out
 
